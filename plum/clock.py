@@ -1,0 +1,42 @@
+"""Time, injectable. Nothing else in Plum reads the wall clock or sleeps on its own.
+
+`SystemClock` is the real one. `FakeClock` (in `plum.testing`) jumps forward on `advance()`
+and fires due timers in deadline order.
+"""
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Wall time, Unix seconds."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back; only differences mean anything."""
+
+    def call_at(self, when: float, callback, *args) -> TimerHandle:
+        """Run `callback(*args)` on the loop once wall time reaches `when`."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on this clock (for truly periodic work such as heartbeats)."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def call_at(self, when: float, callback, *args) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(0.0, when - time.time()), callback, *args)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -1,0 +1,66 @@
+"""The controller role (and `all`, which adds an in-process agent)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import plum
+from plum.agent.agent import Agent
+from plum.agent.link import LocalLink
+from plum.api.app import build_app
+from plum.api.context import Services
+from plum.bus import Bus
+from plum.config import parse_hostport
+from plum.nodes import NodeRegistry
+from plum.roles.base import ReadyInfo, Role, serve_http
+from plum.store.sqlite import SqliteStore
+
+
+class ControllerRole(Role):
+    services: Services
+
+    async def start(self, stack: AsyncExitStack) -> ReadyInfo:
+        await self.start_core(stack)
+        return await self.start_http(stack)
+
+    async def start_core(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        started_at = self.clock.now()
+        bus = Bus(self.clock)
+        store = SqliteStore(
+            config.db_path,
+            synchronous=config.store.synchronous,
+            read_connections=config.store.read_connections,
+        )
+        await stack.enter_async_context(store)
+        nodes = NodeRegistry(store, bus, self.clock, ttl=config.controller.heartbeat_ttl_sec)
+        await stack.enter_async_context(nodes.running())
+        self.services = Services(
+            config=config,
+            clock=self.clock,
+            bus=bus,
+            store=store,
+            nodes=nodes,
+            version=plum.__version__,
+            started_at=started_at,
+        )
+
+    async def start_http(self, stack: AsyncExitStack) -> ReadyInfo:
+        host, port = parse_hostport(self.config.server.addr, "server.addr")
+        url = await stack.enter_async_context(
+            serve_http(
+                build_app(self.services), host, port, grace=self.config.server.shutdown_grace_sec
+            )
+        )
+        return ReadyInfo(role=self.config.server.role, url=url)
+
+
+class AllInOneRole(ControllerRole):
+    """Controller plus an agent that talks to it in-process instead of over a socket."""
+
+    async def start(self, stack: AsyncExitStack) -> ReadyInfo:
+        await self.start_core(stack)
+        agent = Agent(self.config, LocalLink(self.services.nodes), self.clock)
+        await stack.enter_async_context(agent.running(wait_registered=True))
+        info = await self.start_http(stack)
+        return ReadyInfo(role=info.role, url=info.url, node_id=agent.node_id)

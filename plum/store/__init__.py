@@ -1,0 +1,3 @@
+from plum.store.base import Page, Store
+
+__all__ = ["Page", "Store"]
