@@ -1,0 +1,67 @@
+// REST client: JSON in and out, bearer token, API errors as ApiError.
+import { getToken, requestToken } from './auth'
+import type { ErrorBody, ErrorCode, NodeInfo, SystemInfo } from './types'
+
+export class ApiError extends Error {
+  readonly status: number
+  readonly code: ErrorCode | string
+  readonly field: string | null
+
+  constructor(status: number, code: ErrorCode | string, message: string, field: string | null) {
+    super(message)
+    this.name = 'ApiError'
+    this.status = status
+    this.code = code
+    this.field = field
+  }
+}
+
+function isErrorBody(value: unknown): value is ErrorBody {
+  const error = (value as ErrorBody | null)?.error
+  return typeof error === 'object' && error !== null && typeof error.code === 'string'
+}
+
+/** Turns a failed response into an ApiError, whether or not its body has the JSON error shape. */
+export async function toApiError(response: Response): Promise<ApiError> {
+  const text = await response.text()
+  let body: unknown = null
+  try {
+    body = JSON.parse(text)
+  } catch {
+    // not JSON: fall back to the status text below
+  }
+  if (isErrorBody(body)) {
+    const { code, message, field } = body.error
+    return new ApiError(response.status, code, message, field ?? null)
+  }
+  const message = text.trim() || response.statusText || `HTTP ${response.status}`
+  return new ApiError(response.status, `http_${response.status}`, message, null)
+}
+
+function send(method: string, path: string, body: unknown): Promise<Response> {
+  const headers: Record<string, string> = { Accept: 'application/json' }
+  const token = getToken()
+  if (token) headers.Authorization = `Bearer ${token}`
+  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  return fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+}
+
+/** Sends a request; on 401 asks for a token and tries again until it works or the user cancels. */
+export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let response = await send(method, path, body)
+  while (response.status === 401 && (await requestToken()) !== null) {
+    response = await send(method, path, body)
+  }
+  if (!response.ok) throw await toApiError(response)
+  if (response.status === 204) return undefined as T
+  return (await response.json()) as T
+}
+
+export const api = {
+  systemInfo: () => request<SystemInfo>('GET', '/v1/system/info'),
+  nodes: () => request<NodeInfo[]>('GET', '/v1/nodes'),
+}
