@@ -21,7 +21,9 @@ from typing import Any, ClassVar, Final
 import msgspec
 
 from plum.clock import Clock
+from plum.discovery.model import Endpoint
 from plum.engine.model import Node
+from plum.engine.tasks import TaskRun
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -45,12 +47,41 @@ class NodeChanged(Event, frozen=True):
         return self.node
 
 
+class TaskChanged(Event, frozen=True):
+    TOPIC: ClassVar[str] = "tasks"
+    task: TaskRun
+
+    def data(self) -> Any:
+        return self.task
+
+
+class TaskRemoved(Event, frozen=True):
+    TOPIC: ClassVar[str] = "tasks"
+    task_id: str
+
+    def data(self) -> Any:
+        return {"taskId": self.task_id, "deleted": True}
+
+
 class NodeRemoved(Event, frozen=True):
     TOPIC: ClassVar[str] = "nodes"
     node_id: str
 
     def data(self) -> Any:
         return {"nodeId": self.node_id, "deleted": True}
+
+
+class ServiceChanged(Event, frozen=True):
+    """An endpoint was registered, refreshed, or flipped health; `removed` when it is gone."""
+
+    TOPIC: ClassVar[str] = "services"
+    endpoint: Endpoint
+    removed: bool = False
+
+    def data(self) -> Any:
+        if not self.removed:
+            return self.endpoint
+        return {**msgspec.to_builtins(self.endpoint), "deleted": True}
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,24 @@ from plum.agent.link import ControllerLink
 from plum.clock import Clock
 from plum.config import Config
 from plum.errors import Unavailable
+from plum.executors.base import ExecutionContext, ExecutionRequest, ExecutionResult
+from plum.executors.os_process import OsProcessExecutor
 from plum.logging import get_logger
 from plum.nodes import NodeHeartbeat
 
 log = get_logger(__name__)
+
+
+class ProcessRunner:
+    """Runs os_process tasks on this node (the agent's task channel)."""
+
+    def __init__(self, node_id: str, capacity: int, clock: Clock, env: dict[str, str]):
+        self.node_id = node_id
+        self.capacity = capacity
+        self._executor = OsProcessExecutor(clock, extra_env=env)
+
+    async def run(self, request: ExecutionRequest, ctx: ExecutionContext) -> ExecutionResult:
+        return await self._executor.run(request, ctx)
 
 
 class Agent:
@@ -31,6 +45,11 @@ class Agent:
         self._clock = clock
         self._usage = UsageSampler()
         self.registered = asyncio.Event()
+        self.runner = ProcessRunner(
+            self.node_id, default_capacity(config.agent.capacity), clock,
+            {"WORKER_NODE_ID": self.node_id, "CONTROLLER_BASE": config.agent.controller,
+             "CONTROLLER_GRPC_ADDR": config.server.grpc_addr},
+        )
 
     @property
     def node_id(self) -> str:
@@ -55,8 +74,10 @@ class Agent:
                 try:
                     if wait_registered:
                         await self.registered.wait()
+                    await self._link.attach(self.runner)
                     yield self
                 finally:
+                    await self._link.detach(self.node_id)
                     loop.cancel()
         finally:
             await self._link.close()

@@ -13,20 +13,32 @@ import aiohttp
 import msgspec
 
 from plum.errors import Unavailable
+from plum.executors.agents import AgentPool, TaskChannel
 from plum.nodes import NodeHeartbeat, NodeRegistry
 
 
 class ControllerLink(Protocol):
     async def heartbeat(self, beat: NodeHeartbeat) -> None: ...
+    async def attach(self, channel: TaskChannel) -> None:
+        """Offer this agent's task runner to the controller."""
+
+    async def detach(self, node_id: str) -> None: ...
     async def close(self) -> None: ...
 
 
 class LocalLink:
-    def __init__(self, registry: NodeRegistry):
+    def __init__(self, registry: NodeRegistry, pool: AgentPool):
         self._registry = registry
+        self._pool = pool
 
     async def heartbeat(self, beat: NodeHeartbeat) -> None:
         await self._registry.heartbeat(beat)
+
+    async def attach(self, channel: TaskChannel) -> None:
+        await self._pool.attach(channel)
+
+    async def detach(self, node_id: str) -> None:
+        await self._pool.detach(node_id)
 
     async def close(self) -> None:
         return None
@@ -53,6 +65,12 @@ class HttpLink:
                     )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"controller unreachable at {self._base}: {exc}") from exc
+
+    async def attach(self, channel: TaskChannel) -> None:
+        """The HTTP agent protocol carries no tasks; the websocket link will."""
+
+    async def detach(self, node_id: str) -> None:
+        """Nothing attached over HTTP."""
 
     async def close(self) -> None:
         await self._session.close()

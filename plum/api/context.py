@@ -9,8 +9,12 @@ from aiohttp import web
 from plum.bus import Bus
 from plum.clock import Clock
 from plum.config import Config
+from plum.discovery.registry import ServiceRegistry
+from plum.engine.orchestrator import TaskEngine
+from plum.executors.agents import AgentPool
 from plum.nodes import NodeRegistry
 from plum.store.base import Store
+from plum.taskservice import TaskService
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +24,12 @@ class Services:
     bus: Bus
     store: Store
     nodes: NodeRegistry
+    agents: AgentPool
+    engine: TaskEngine
+    tasks: TaskService
     version: str
     started_at: float
+    discovery: ServiceRegistry
 
 
 SERVICES = web.AppKey("services", Services)

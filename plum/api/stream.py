@@ -85,8 +85,11 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
     ),
 )
 async def stream(request: web.Request) -> web.StreamResponse:
+    return await stream_topics(request, parse_topics(request))
+
+
+async def stream_topics(request: web.Request, topics: frozenset[str] | None) -> web.StreamResponse:
     svc = services(request)
-    topics = parse_topics(request)
     since = parse_last_event_id(request)
     with svc.bus.subscribe(topics, since=since) as sub:
         response = await open_sse(request)

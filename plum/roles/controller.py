@@ -11,9 +11,15 @@ from plum.api.app import build_app
 from plum.api.context import Services
 from plum.bus import Bus
 from plum.config import parse_hostport
+from plum.discovery.registry import ServiceRegistry
+from plum.engine.orchestrator import TaskEngine
+from plum.executors.agents import AgentExecutor, AgentPool
+from plum.executors.base import ExecutorKind
+from plum.executors.embedded import EmbeddedExecutor
 from plum.nodes import NodeRegistry
 from plum.roles.base import ReadyInfo, Role, serve_http
 from plum.store.sqlite import SqliteStore
+from plum.taskservice import TaskService
 
 
 class ControllerRole(Role):
@@ -35,14 +41,30 @@ class ControllerRole(Role):
         await stack.enter_async_context(store)
         nodes = NodeRegistry(store, bus, self.clock, ttl=config.controller.heartbeat_ttl_sec)
         await stack.enter_async_context(nodes.running())
+        discovery = ServiceRegistry(store, bus, self.clock)
+        await stack.enter_async_context(discovery.running())
+        agents = AgentPool()
+        executors = {
+            ExecutorKind.EMBEDDED: EmbeddedExecutor(self.clock),
+            ExecutorKind.OS_PROCESS: AgentExecutor(agents),
+        }
+        engine = TaskEngine(store, bus, self.clock, executors,
+                            drain_grace=config.server.shutdown_grace_sec)
+        tasks = TaskService(store, engine, bus, self.clock)
+        await tasks.install_builtins()
+        await stack.enter_async_context(engine.running())
         self.services = Services(
             config=config,
             clock=self.clock,
             bus=bus,
             store=store,
             nodes=nodes,
+            agents=agents,
+            engine=engine,
+            tasks=tasks,
             version=plum.__version__,
             started_at=started_at,
+            discovery=discovery,
         )
 
     async def start_http(self, stack: AsyncExitStack) -> ReadyInfo:
@@ -60,7 +82,8 @@ class AllInOneRole(ControllerRole):
 
     async def start(self, stack: AsyncExitStack) -> ReadyInfo:
         await self.start_core(stack)
-        agent = Agent(self.config, LocalLink(self.services.nodes), self.clock)
+        link = LocalLink(self.services.nodes, self.services.agents)
+        agent = Agent(self.config, link, self.clock)
         await stack.enter_async_context(agent.running(wait_registered=True))
         info = await self.start_http(stack)
         return ReadyInfo(role=info.role, url=info.url, node_id=agent.node_id)

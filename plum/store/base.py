@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from plum.discovery.model import Endpoint, EndpointKey
 from plum.engine.model import Node
+from plum.engine.tasks import Attempt, TaskDef, TaskFilter, TaskRun
 
 T = TypeVar("T")
 
@@ -36,7 +38,55 @@ class MetaRepo(Protocol):
     async def set_meta(self, key: str, value: str) -> None: ...
 
 
-class Store(NodeRepo, MetaRepo, Protocol):
+class TaskDefRepo(Protocol):
+    async def insert_def(self, task_def: TaskDef) -> None:
+        """Raises `Conflict` (field `name`) when the name is taken."""
+
+    async def ensure_defs(self, defs: list[TaskDef]) -> None:
+        """Insert those whose name is not stored yet (the builtins, at start)."""
+
+    async def get_def(self, def_id: str) -> TaskDef: ...
+    async def get_def_by_name(self, name: str) -> TaskDef | None: ...
+    async def list_defs(self, *, limit: int = 100, offset: int = 0) -> Page[TaskDef]: ...
+    async def delete_def(self, def_id: str, *, force: bool = False) -> None:
+        """Raises `Conflict` with `details={"referenced": n}` while runs reference it."""
+
+
+class TaskRepo(Protocol):
+    async def insert_task(self, task: TaskRun, attempt: Attempt | None = None) -> None: ...
+    async def save_task(self, task: TaskRun, attempt: Attempt | None = None) -> None:
+        """Store the task's new state and upsert the attempt record, in one write."""
+
+    async def get_task(self, task_id: str) -> TaskRun: ...
+    async def list_tasks(
+        self, flt: TaskFilter, *, limit: int = 100, offset: int = 0
+    ) -> Page[TaskRun]: ...
+    async def list_attempts(self, task_id: str) -> list[Attempt]: ...
+    async def delete_task(self, task_id: str) -> None: ...
+    async def active_tasks(self) -> list[TaskRun]:
+        """Every Pending or Running task (for recovery after a restart)."""
+
+
+class ServiceRepo(Protocol):
+    async def replace_endpoints(self, instance_id: str, endpoints: list[Endpoint]) -> None:
+        """The instance's endpoints become exactly `endpoints` (kept rows keep their order)."""
+
+    async def touch_endpoints(self, instance_id: str, last_seen: float) -> None:
+        """Raises `NotFound` when the instance has no endpoints."""
+
+    async def set_endpoint_health(self, key: EndpointKey, healthy: bool) -> None:
+        """Raises `NotFound`."""
+
+    async def delete_endpoints(self, instance_id: str) -> None:
+        """Raises `NotFound` when the instance has no endpoints."""
+
+    async def list_endpoints(
+        self, *, service_name: str | None = None, limit: int = 100, offset: int = 0
+    ) -> Page[Endpoint]:
+        """Newest registration first."""
+
+
+class Store(NodeRepo, MetaRepo, TaskDefRepo, TaskRepo, ServiceRepo, Protocol):
     """Everything the controller stores. Opened by `start()`, closed by `stop()`."""
 
     async def start(self) -> None: ...

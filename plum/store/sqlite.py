@@ -23,6 +23,8 @@ from plum.errors import PlumError, Unavailable
 from plum.logging import get_logger
 from plum.store.migrations import Migration, load_migrations
 from plum.store.sqlite_nodes import SqliteNodes
+from plum.store.sqlite_services import SqliteServices
+from plum.store.sqlite_tasks import SqliteTasks
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -45,24 +47,34 @@ def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]
 
 
 def _apply_batch(conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
+    """One transaction for the whole batch. Fast path: every write in a row. If one fails,
+    roll back and redo the batch with a savepoint per write, so that it fails alone."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for fn in fns:
-            conn.execute("SAVEPOINT w")
-            try:
-                outcomes.append((True, fn(conn)))
-                conn.execute("RELEASE w")
-            except Exception as exc:
-                conn.execute("ROLLBACK TO w")
-                conn.execute("RELEASE w")
-                outcomes.append((False, exc))
+        try:
+            outcomes = [(True, fn(conn)) for fn in fns]
+        except Exception:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [_isolated(conn, fn) for fn in fns]
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _isolated(conn: sqlite3.Connection, fn: WriteFn) -> tuple[bool, Any]:
+    conn.execute("SAVEPOINT w")
+    try:
+        result = fn(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO w")
+        conn.execute("RELEASE w")
+        return False, exc
+    conn.execute("RELEASE w")
+    return True, result
 
 
 class GroupCommitWriter:
@@ -148,7 +160,7 @@ def _apply_migrations(conn: sqlite3.Connection, migrations: list[Migration]) -> 
     return [m.number for m in pending]
 
 
-class SqliteStore(SqliteNodes):
+class SqliteStore(SqliteNodes, SqliteTasks, SqliteServices):
     def __init__(
         self,
         path: str | Path,

@@ -5,13 +5,17 @@ from __future__ import annotations
 from plum.engine.model import Node
 from plum.errors import NotFound
 from plum.store.base import Page
+from plum.testing.memory_services import MemoryServices
+from plum.testing.memory_tasks import MemoryTasks
 
 
-class MemoryStore:
+class MemoryStore(MemoryTasks, MemoryServices):
     def __init__(self) -> None:
         self._nodes: dict[str, tuple[int, Node]] = {}
         self._meta: dict[str, str] = {}
         self._order = 0
+        self._init_tasks()
+        self._init_services()
 
     async def start(self) -> None:
         return None
