@@ -22,7 +22,9 @@ import msgspec
 
 from plum.clock import Clock
 from plum.discovery.model import Endpoint
+from plum.engine.machine import NodeRecord, WorkflowRun
 from plum.engine.model import Node
+from plum.engine.schedules import Schedule
 from plum.engine.tasks import TaskRun
 
 
@@ -63,6 +65,28 @@ class TaskRemoved(Event, frozen=True):
         return {"taskId": self.task_id, "deleted": True}
 
 
+class RunUpdated(Event, frozen=True):
+    """A workflow run's own state changed."""
+
+    TOPIC: ClassVar[str] = "runs"
+    run: WorkflowRun
+
+    def data(self) -> Any:
+        return self.run
+
+
+class RunNodeChanged(Event, frozen=True):
+    """One node of a workflow run changed (one event per node transition)."""
+
+    TOPIC: ClassVar[str] = "runs"
+    run_id: str
+    workflow_id: str
+    node: NodeRecord
+
+    def data(self) -> Any:
+        return {"runId": self.run_id, "workflowId": self.workflow_id, "node": self.node}
+
+
 class NodeRemoved(Event, frozen=True):
     TOPIC: ClassVar[str] = "nodes"
     node_id: str
@@ -82,6 +106,24 @@ class ServiceChanged(Event, frozen=True):
         if not self.removed:
             return self.endpoint
         return {**msgspec.to_builtins(self.endpoint), "deleted": True}
+
+
+class ScheduleChanged(Event, frozen=True):
+    """A schedule was created, changed, or fired."""
+
+    TOPIC: ClassVar[str] = "schedules"
+    schedule: Schedule
+
+    def data(self) -> Any:
+        return self.schedule
+
+
+class ScheduleRemoved(Event, frozen=True):
+    TOPIC: ClassVar[str] = "schedules"
+    schedule_id: str
+
+    def data(self) -> Any:
+        return {"scheduleId": self.schedule_id, "deleted": True}
 
 
 @dataclass(frozen=True, slots=True)

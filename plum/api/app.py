@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from plum.api import discovery, nodes, stream, system, tasks
+from plum.api import discovery, nodes, stream, system, tasks, workflows
 from plum.api.auth import auth_middleware
 from plum.api.context import SERVICES, Services
 from plum.api.errors import MAX_BODY_BYTES, error_middleware
@@ -15,7 +15,8 @@ from plum.api.openapi import build_openapi
 from plum.api.web import DIST, dashboard_handler
 
 TABLES: tuple[RouteTable, ...] = (
-    system.routes, nodes.routes, stream.routes, tasks.routes, discovery.routes,
+    system.routes, nodes.routes, stream.routes, tasks.routes, workflows.routes,
+    discovery.routes,
 )
 
 

@@ -15,6 +15,7 @@ from plum.executors.agents import AgentPool
 from plum.nodes import NodeRegistry
 from plum.store.base import Store
 from plum.taskservice import TaskService
+from plum.workflows import WorkflowService
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Services:
     agents: AgentPool
     engine: TaskEngine
     tasks: TaskService
+    workflows: WorkflowService
     version: str
     started_at: float
     discovery: ServiceRegistry

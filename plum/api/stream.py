@@ -21,7 +21,8 @@ from plum.errors import BadRequest
 routes = RouteTable("stream")
 
 TOPICS = frozenset(
-    {"tasks", "runs", "nodes", "deployments", "instances", "workers", "services", "resources", "kv"}
+    {"tasks", "runs", "nodes", "deployments", "instances", "workers", "services", "resources",
+     "schedules", "kv"}
 )
 STREAMS = web.AppKey("streams", set)
 

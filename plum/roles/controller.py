@@ -12,14 +12,16 @@ from plum.api.context import Services
 from plum.bus import Bus
 from plum.config import parse_hostport
 from plum.discovery.registry import ServiceRegistry
-from plum.engine.orchestrator import TaskEngine
+from plum.engine.orchestrator import TaskEngine, WorkflowEngine
 from plum.executors.agents import AgentExecutor, AgentPool
 from plum.executors.base import ExecutorKind
 from plum.executors.embedded import EmbeddedExecutor
+from plum.executors.service import ServiceExecutor
 from plum.nodes import NodeRegistry
 from plum.roles.base import ReadyInfo, Role, serve_http
 from plum.store.sqlite import SqliteStore
 from plum.taskservice import TaskService
+from plum.workflows import WorkflowService
 
 
 class ControllerRole(Role):
@@ -44,15 +46,23 @@ class ControllerRole(Role):
         discovery = ServiceRegistry(store, bus, self.clock)
         await stack.enter_async_context(discovery.running())
         agents = AgentPool()
+        service_executor = await stack.enter_async_context(ServiceExecutor(discovery))
         executors = {
             ExecutorKind.EMBEDDED: EmbeddedExecutor(self.clock),
             ExecutorKind.OS_PROCESS: AgentExecutor(agents),
+            ExecutorKind.SERVICE: service_executor,
         }
         engine = TaskEngine(store, bus, self.clock, executors,
                             drain_grace=config.server.shutdown_grace_sec)
         tasks = TaskService(store, engine, bus, self.clock)
         await tasks.install_builtins()
+        runs = WorkflowEngine(store, bus, self.clock, engine)
+        workflows = WorkflowService(store, runs, self.clock)
+        # Runs are rebuilt before the task engine recovers, so that every task end that
+        # recovery produces finds its run; then runs catch up with what ended meanwhile.
+        await stack.enter_async_context(runs.running())
         await stack.enter_async_context(engine.running())
+        await runs.reconcile()
         self.services = Services(
             config=config,
             clock=self.clock,
@@ -62,6 +72,7 @@ class ControllerRole(Role):
             agents=agents,
             engine=engine,
             tasks=tasks,
+            workflows=workflows,
             version=plum.__version__,
             started_at=started_at,
             discovery=discovery,

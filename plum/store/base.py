@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from plum.discovery.model import Endpoint, EndpointKey
+from plum.engine.dag import Workflow, WorkflowSpec
+from plum.engine.machine import NodeRecord, WorkflowRun
 from plum.engine.model import Node
+from plum.engine.schedules import Schedule
 from plum.engine.tasks import Attempt, TaskDef, TaskFilter, TaskRun
 
 T = TypeVar("T")
@@ -86,7 +89,63 @@ class ServiceRepo(Protocol):
         """Newest registration first."""
 
 
-class Store(NodeRepo, MetaRepo, TaskDefRepo, TaskRepo, ServiceRepo, Protocol):
+class WorkflowRepo(Protocol):
+    async def insert_workflow(self, workflow: Workflow) -> None:
+        """Raises `Conflict` (field `name`) when the name is taken."""
+
+    async def add_version(self, workflow: Workflow) -> None:
+        """Store `workflow` as its new current version (its `version` is the new number)."""
+
+    async def get_workflow(self, workflow_id: str) -> Workflow: ...
+    async def get_version(self, workflow_id: str, version: int) -> WorkflowSpec: ...
+    async def list_workflows(self, *, limit: int = 100, offset: int = 0) -> Page[Workflow]: ...
+    async def delete_workflow(self, workflow_id: str) -> None:
+        """The workflow goes; its versions stay for the runs that ran them."""
+
+    async def subworkflow_calls(self) -> dict[str, set[str]]:
+        """Workflow id -> ids of the workflows its current version calls."""
+
+
+class RunRepo(Protocol):
+    async def save_run(self, run_id: str, run: WorkflowRun | None,
+                       nodes: list[NodeRecord]) -> None:
+        """Store a run's new state (when given) and its changed node records, in one write."""
+
+    async def get_run(self, run_id: str) -> WorkflowRun: ...
+    async def list_runs(self, *, workflow_id: str | None = None, limit: int = 100,
+                        offset: int = 0) -> Page[WorkflowRun]: ...
+    async def run_nodes(self, run_id: str) -> list[NodeRecord]: ...
+    async def active_runs(self) -> list[WorkflowRun]: ...
+    async def delete_run(self, run_id: str) -> None: ...
+    async def count_active_runs(self, workflow_id: str) -> int: ...
+
+
+class ScheduleRepo(Protocol):
+    async def insert_schedule(self, schedule: Schedule) -> None:
+        """Raises `Conflict` when the id is taken."""
+
+    async def save_schedule(self, schedule: Schedule) -> None:
+        """Replace the stored schedule; raises `NotFound` when there is none."""
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """Raises `NotFound`."""
+
+    async def list_schedules(
+        self, *, workflow_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> Page[Schedule]:
+        """Newest first."""
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Raises `NotFound`."""
+
+    async def enabled_schedules(self) -> list[Schedule]:
+        """Every enabled schedule (to arm the timer at start)."""
+
+
+class Store(
+    NodeRepo, MetaRepo, TaskDefRepo, TaskRepo, WorkflowRepo, RunRepo, ServiceRepo,
+    ScheduleRepo, Protocol,
+):
     """Everything the controller stores. Opened by `start()`, closed by `stop()`."""
 
     async def start(self) -> None: ...

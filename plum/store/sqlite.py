@@ -23,8 +23,10 @@ from plum.errors import PlumError, Unavailable
 from plum.logging import get_logger
 from plum.store.migrations import Migration, load_migrations
 from plum.store.sqlite_nodes import SqliteNodes
+from plum.store.sqlite_schedules import SqliteSchedules
 from plum.store.sqlite_services import SqliteServices
 from plum.store.sqlite_tasks import SqliteTasks
+from plum.store.sqlite_workflows import SqliteWorkflows
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -160,7 +162,7 @@ def _apply_migrations(conn: sqlite3.Connection, migrations: list[Migration]) -> 
     return [m.number for m in pending]
 
 
-class SqliteStore(SqliteNodes, SqliteTasks, SqliteServices):
+class SqliteStore(SqliteNodes, SqliteTasks, SqliteWorkflows, SqliteServices, SqliteSchedules):
     def __init__(
         self,
         path: str | Path,

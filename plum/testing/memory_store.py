@@ -5,17 +5,21 @@ from __future__ import annotations
 from plum.engine.model import Node
 from plum.errors import NotFound
 from plum.store.base import Page
+from plum.testing.memory_schedules import MemorySchedules
 from plum.testing.memory_services import MemoryServices
 from plum.testing.memory_tasks import MemoryTasks
+from plum.testing.memory_workflows import MemoryWorkflows
 
 
-class MemoryStore(MemoryTasks, MemoryServices):
+class MemoryStore(MemoryTasks, MemoryWorkflows, MemoryServices, MemorySchedules):
     def __init__(self) -> None:
         self._nodes: dict[str, tuple[int, Node]] = {}
         self._meta: dict[str, str] = {}
         self._order = 0
         self._init_tasks()
+        self._init_workflows()
         self._init_services()
+        self._init_schedules()
 
     async def start(self) -> None:
         return None
