@@ -57,7 +57,7 @@ $(STAMP)/deb: Makefile
 	@touch $@
 
 lint: venv
-	$(BIN)/ruff check plum tests bench examples
+	$(BIN)/ruff check plum tests bench
 
 test-webui: webui
 	cd webui && npm test

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -24,15 +23,15 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plum.bus import Bus, TaskChanged  # noqa: E402
-from plum.clock import SystemClock  # noqa: E402
-from plum.engine.orchestrator import TaskEngine  # noqa: E402
-from plum.engine.tasks import TaskRun, TaskState  # noqa: E402
-from plum.executors.base import ExecutorKind  # noqa: E402
-from plum.executors.embedded import EmbeddedExecutor  # noqa: E402
-from plum.ids import new_id  # noqa: E402
-from plum.logging import setup_logging  # noqa: E402
-from plum.store.sqlite import SqliteStore  # noqa: E402
+from plum.bus import Bus, TaskChanged
+from plum.clock import SystemClock
+from plum.engine.orchestrator import TaskEngine
+from plum.engine.tasks import TaskRun, TaskState
+from plum.executors.base import ExecutorKind
+from plum.executors.embedded import EmbeddedExecutor
+from plum.ids import new_id
+from plum.logging import setup_logging
+from plum.store.sqlite import SqliteStore
 
 
 def echo_task(clock) -> TaskRun:
@@ -63,8 +62,9 @@ async def engine_figures(folder: Path, n: int) -> None:
             samples.append((time.perf_counter() - start) * 1000)
             await done
         samples.sort()
+        p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
         print(f"create -> Running (engine, sequential, durable): "
-              f"p50 {samples[len(samples) // 2]:.2f} ms, p99 {samples[int(len(samples) * .99)]:.2f} ms")
+              f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
         # throughput: n tasks submitted concurrently, until all have succeeded
         remaining = n

@@ -121,7 +121,7 @@ class Scheduler:
             schedule_id=new_id(), workflow_id=body.workflow_id, cron=cron,
             timezone=body.timezone, params=body.params, enabled=body.enabled,
             catchup=body.catchup, next_run_at=first if body.enabled else None,
-            created_at=now, updated_at=now,
+            created_at=round(now, 3), updated_at=round(now, 3),
         )
         async with self._lock:
             await self._store.insert_schedule(schedule)
@@ -157,7 +157,8 @@ class Scheduler:
                 next_run_at = first
             else:
                 next_run_at = current.next_run_at
-            updated = msgspec.structs.replace(updated, next_run_at=next_run_at, updated_at=now)
+            updated = msgspec.structs.replace(updated, next_run_at=next_run_at,
+                                              updated_at=round(now, 3))
             await self._store.save_schedule(updated)
             self._changed(updated)
         return updated

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from plum.api import discovery, nodes, stream, system, tasks, workflows
+from plum.api import discovery, nodes, schedules, stream, system, tasks, workflows
 from plum.api.auth import auth_middleware
 from plum.api.context import SERVICES, Services
 from plum.api.errors import MAX_BODY_BYTES, error_middleware
@@ -16,7 +16,7 @@ from plum.api.web import DIST, dashboard_handler
 
 TABLES: tuple[RouteTable, ...] = (
     system.routes, nodes.routes, stream.routes, tasks.routes, workflows.routes,
-    discovery.routes,
+    discovery.routes, schedules.routes,
 )
 
 

@@ -13,6 +13,7 @@ from plum.discovery.registry import ServiceRegistry
 from plum.engine.orchestrator import TaskEngine
 from plum.executors.agents import AgentPool
 from plum.nodes import NodeRegistry
+from plum.scheduling import Scheduler
 from plum.store.base import Store
 from plum.taskservice import TaskService
 from plum.workflows import WorkflowService
@@ -29,6 +30,7 @@ class Services:
     engine: TaskEngine
     tasks: TaskService
     workflows: WorkflowService
+    schedules: Scheduler
     version: str
     started_at: float
     discovery: ServiceRegistry

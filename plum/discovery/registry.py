@@ -127,10 +127,10 @@ class ServiceRegistry:
             )
         await self._store.replace_endpoints(registration.instance_id, endpoints)
         kept = {e.key for e in endpoints}
-        for key, endpoint in old.items():
+        # What is indexed now, not `old`: another registration may have finished meanwhile.
+        for key in list(self._instances.get(registration.instance_id, [])):
             if key not in kept:
-                self._drop(key)
-                self._bus.publish(ServiceChanged(endpoint, removed=True))
+                self._bus.publish(ServiceChanged(self._drop(key), removed=True))
         for endpoint in endpoints:
             self._put(endpoint)
             self._bus.publish(ServiceChanged(endpoint))

@@ -20,7 +20,14 @@ import msgspec
 
 from plum.engine.dag import Condition, DagNode, EdgeType, Graph, LoopMode, NodeType, WorkflowSpec
 from plum.engine.model import Model
-from plum.engine.rules import FAILED_LIKE, NODE_TERMINAL, Decision, NodeState, decide
+from plum.engine.rules import (
+    FAILED_LIKE,
+    NODE_TERMINAL,
+    Decision,
+    NodeState,
+    Tally,
+    decide_tally,
+)
 from plum.engine.templates import MISSING, TemplateError, lookup, render
 
 
@@ -184,6 +191,7 @@ class RunMachine:
     scopes: dict[str, Scope] = field(default_factory=dict)
     _out: list[Command] = field(default_factory=list)
     _work: deque[tuple[Scope, str]] = field(default_factory=deque)
+    _tallies: dict[str, Tally] = field(default_factory=dict)
     _now: float = 0.0
     _bodies: dict[str, Graph] = field(default_factory=dict)
 
@@ -279,9 +287,7 @@ class RunMachine:
         if self.nodes[key].state != NodeState.PENDING:
             return
         node = scope.graph.nodes[node_id]
-        states = [self._edge_state(scope, e.from_, e.edge_type)
-                  for e in scope.graph.upstream[node_id]]
-        decision = decide(node.trigger_rule, states)
+        decision = decide_tally(node.trigger_rule, self._tally(scope, node_id))
         if decision is None:
             return
         if decision == Decision.SKIP:
@@ -290,6 +296,18 @@ class RunMachine:
             self._finish(key, NodeState.UPSTREAM_FAILED)
         else:
             self._activate(scope, node)
+
+    def _tally(self, scope: Scope, node_id: str) -> Tally:
+        key = scope.prefix + node_id
+        tally = self._tallies.get(key)
+        if tally is None:
+            edges = scope.graph.upstream[node_id]
+            tally = self._tallies[key] = Tally(len(edges))
+            for e in edges:
+                state = self._edge_state(scope, e.from_, e.edge_type)
+                if state in NODE_TERMINAL:
+                    tally.add(state, counted=True)
+        return tally
 
     def _edge_state(self, scope: Scope, upstream_id: str, edge_type: EdgeType) -> NodeState:
         up = self.nodes[scope.prefix + upstream_id]
@@ -438,7 +456,11 @@ class RunMachine:
                 error: str | None = None) -> None:
         record = self._set(key, state=state, result=result, error=error, finished_at=self._now)
         scope = self.scopes[record.scope]
-        self._work.extend((scope, edge.to) for edge in scope.graph.downstream[record.node_id])
+        for edge in scope.graph.downstream[record.node_id]:
+            tally = self._tallies.get(scope.prefix + edge.to)
+            if tally is not None:  # else it is counted from scratch, this end included
+                tally.add(self._edge_state(scope, record.node_id, edge.edge_type), counted=True)
+            self._work.append((scope, edge.to))
         if scope.remaining == 0 and self.state == RunState.RUNNING:
             if scope.loop_key is None:
                 self._run_done()
@@ -491,6 +513,7 @@ class RunMachine:
                 self._set(node_id, state=NodeState.PENDING, result=None, error=None,
                           task_id=None, child_run_id=None, attempt=0, input=None,
                           decision=None, iterations=0, started_at=None, finished_at=None)
+        self._tallies.clear()
         self._run_changed(RunState.RUNNING)
         self._evaluate_all(self.scopes[""])
 

@@ -136,14 +136,14 @@ def record_fire(
 ) -> Schedule:
     """The schedule after firing at `now`: the run it started (or why not), and its next
     fire time (`next_run_at` when more catch-up times are pending, else the first after
-    `now`)."""
+    `now`). Stored times keep millisecond precision, as the API says."""
     if next_run_at is None:
         next_run_at = next_fire(schedule.cron, schedule.timezone, now)
     return msgspec.structs.replace(
         schedule,
         next_run_at=next_run_at,
-        last_run_at=now,
+        last_run_at=round(now, 3),
         last_run_id=run_id,
         last_error=error,
-        updated_at=now,
+        updated_at=round(now, 3),
     )

@@ -19,6 +19,7 @@ from plum.executors.embedded import EmbeddedExecutor
 from plum.executors.service import ServiceExecutor
 from plum.nodes import NodeRegistry
 from plum.roles.base import ReadyInfo, Role, serve_http
+from plum.scheduling import Scheduler
 from plum.store.sqlite import SqliteStore
 from plum.taskservice import TaskService
 from plum.workflows import WorkflowService
@@ -63,6 +64,8 @@ class ControllerRole(Role):
         await stack.enter_async_context(runs.running())
         await stack.enter_async_context(engine.running())
         await runs.reconcile()
+        schedules = Scheduler(store, workflows, bus, self.clock)
+        await stack.enter_async_context(schedules.running())
         self.services = Services(
             config=config,
             clock=self.clock,
@@ -73,6 +76,7 @@ class ControllerRole(Role):
             engine=engine,
             tasks=tasks,
             workflows=workflows,
+            schedules=schedules,
             version=plum.__version__,
             started_at=started_at,
             discovery=discovery,

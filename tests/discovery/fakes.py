@@ -9,9 +9,11 @@ from aiohttp import web
 
 
 class FakeService:
-    """An aiohttp app with `/task` (echoes who served it), `/fail` (500), `/text`, `/healthz`.
+    """An aiohttp app with `/task` (echoes who served it), `/fail` (500), `/text`,
+    `/empty` (204), `/long-fail` (502 with a long body) and `/healthz`.
 
-    With `hold` set, `/task` waits for `release` after setting `arrived`.
+    With `hold` set, `/task` waits for `release` after setting `arrived`; with `hold_health`,
+    `/healthz` waits for `release` (a server that accepts but never answers).
     """
 
     def __init__(self, name: str):
@@ -19,6 +21,7 @@ class FakeService:
         self.calls: list[dict] = []
         self.health_status = 200
         self.hold = False
+        self.hold_health = False
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
         self.port = 0
@@ -29,6 +32,8 @@ class FakeService:
         app.router.add_post("/task", self._task)
         app.router.add_post("/fail", self._fail)
         app.router.add_post("/text", self._text)
+        app.router.add_post("/empty", self._empty)
+        app.router.add_post("/long-fail", self._long_fail)
         app.router.add_get("/healthz", self._healthz)
         return app
 
@@ -62,7 +67,15 @@ class FakeService:
         self.calls.append(await request.json())
         return web.Response(text="plain words")
 
+    async def _empty(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def _long_fail(self, request: web.Request) -> web.Response:
+        return web.Response(status=502, text="x" * 1000)
+
     async def _healthz(self, request: web.Request) -> web.Response:
+        if self.hold_health:
+            await self.release.wait()
         return web.Response(status=self.health_status, text="ok")
 
 

@@ -11,6 +11,7 @@ from plum.bus import Bus, ServiceChanged
 from plum.discovery.balancer import Balancer, Strategy
 from plum.discovery.model import Endpoint, EndpointSpec, Registration, ServiceProtocol
 from plum.discovery.registry import DiscoveryQuery, ServiceRegistry
+from plum.store.sqlite import SqliteStore
 from plum.testing import FakeClock
 from plum.testing.memory_store import MemoryStore
 from tests.discovery.fakes import FakeService, http_endpoint, register
@@ -318,6 +319,16 @@ async def test_health_checks_run_periodically_on_the_clock(controller, fake_serv
     assert (await asyncio.wait_for(unhealthy, 5)).endpoint.instance_id == "i-a"
 
 
+async def test_probe_without_an_answer_times_out(fake_services):
+    clock = FakeClock()
+    registry = ServiceRegistry(MemoryStore(), Bus(clock), clock, probe_timeout=0.2)
+    silent = await fake_services("silent")
+    silent.hold_health = True
+    await registry.register(registration("i-silent", silent.port))
+    await registry.check_now()
+    assert registry.discover(DiscoveryQuery("echo")) == []
+
+
 async def test_probes_are_bounded(fake_services):
     """With one probe slot, a round still checks every endpoint."""
     registry = ServiceRegistry(MemoryStore(), Bus(FakeClock()), FakeClock(), probe_concurrency=1)
@@ -360,6 +371,21 @@ async def test_stale_endpoints_are_hidden_until_they_heartbeat():
     assert registry.summaries()[0].healthy == 0
     await registry.heartbeat("i-a")
     assert len(registry.discover(DiscoveryQuery("echo"))) == 1
+
+
+async def test_concurrent_registrations_of_one_instance_end_as_the_last_one(tmp_path):
+    """On SQLite both writes are queued before either commits, so the two interleave."""
+    clock = FakeClock()
+    async with SqliteStore(tmp_path / "plum.db") as store:
+        registry = ServiceRegistry(store, Bus(clock), clock)
+        await registry.register(registration("i-a", 8001))
+        await asyncio.gather(
+            registry.register(registration("i-a", 8002)),
+            registry.register(registration("i-a", 8003)),
+        )
+        indexed = registry.discover(DiscoveryQuery("echo", include_all=True))
+        stored = (await store.list_endpoints()).items
+    assert [e.port for e in indexed] == [e.port for e in stored] == [8003]
 
 
 async def test_registry_reloads_what_the_store_kept():

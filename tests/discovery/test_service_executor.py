@@ -148,6 +148,20 @@ async def test_text_body_is_the_result(executor, controller, fake_services):
     assert (result.ok, result.result) == (True, "plain words")
 
 
+async def test_empty_big_and_long_answers(controller, fake_services):
+    client, svc = controller
+    a = await fake_services("a")
+    await register(client, "i-a", http_endpoint("echo", a.port))
+    async with ServiceExecutor(svc.discovery, max_response_bytes=20) as executor:
+        empty = await executor.run(task(servicePath="/empty"), SimpleContext())
+        assert (empty.ok, empty.result) == (True, None)
+        big = await executor.run(task(), SimpleContext())
+        assert not big.ok and big.error.startswith("service answered more than 20 bytes")
+    async with ServiceExecutor(svc.discovery) as executor:
+        long = await executor.run(task(servicePath="/long-fail"), SimpleContext())
+    assert long.error == "service answered HTTP 502: " + "x" * 197 + "..."
+
+
 async def test_labels_choose_version_and_port(executor, controller, fake_services):
     client, _ = controller
     a, b = await fake_services("a"), await fake_services("b")
@@ -161,6 +175,8 @@ async def test_labels_choose_version_and_port(executor, controller, fake_service
 
 
 async def test_unknown_service_grpc_and_bad_labels_are_failures(executor, two):
+    unnamed = await executor.run(task(""), SimpleContext())
+    assert not unnamed.ok and "targetRef" in unnamed.error
     missing = await executor.run(task("nope"), SimpleContext())
     assert missing.error == "no healthy endpoint for service 'nope'"
     grpc = await executor.run(task(serviceProtocol="grpc"), SimpleContext())
@@ -184,8 +200,8 @@ async def test_cancellation_propagates_and_releases_the_inflight_count(executor,
     endpoints = all_endpoints(svc, "echo")
     assert sum(svc.discovery.balancer.inflight(e) for e in endpoints) == 1
     running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
+    await asyncio.wait([running])
+    assert running.cancelled()  # the executor did not swallow the cancellation
     assert sum(svc.discovery.balancer.inflight(e) for e in endpoints) == 0
 
 

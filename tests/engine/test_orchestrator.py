@@ -78,8 +78,8 @@ async def test_echo_runs_to_success_in_order(h):
 
 async def test_delay_does_not_block_other_tasks(h):
     slow = await h.submit("builtin.delay", payload={"seconds": 60})
-    fast_done = h.bus.wait_for(lambda e: isinstance(e, TaskChanged) and e.task.name == "builtin.echo"
-                               and e.task.state == S.SUCCEEDED)
+    fast_done = h.bus.wait_for(lambda e: isinstance(e, TaskChanged)
+                               and e.task.name == "builtin.echo" and e.task.state == S.SUCCEEDED)
     await h.submit("builtin.echo")
     await wait(fast_done)
     assert h.engine.get_active(slow.task_id).state == S.RUNNING

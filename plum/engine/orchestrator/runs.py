@@ -22,7 +22,7 @@ import msgspec
 
 from plum.bus import Bus, RunNodeChanged, RunUpdated
 from plum.clock import Clock
-from plum.engine.dag import Workflow
+from plum.engine.dag import DagNode, Workflow
 from plum.engine.machine import (
     Cancel,
     CancelChild,
@@ -44,7 +44,13 @@ from plum.engine.machine import (
 )
 from plum.engine.orchestrator.tasks import TaskEngine
 from plum.engine.rules import NodeState
-from plum.engine.tasks import DEFAULT_BACKOFF_SEC, DEFAULT_TIMEOUT_SEC, TaskRun, TaskState
+from plum.engine.tasks import (
+    DEFAULT_BACKOFF_SEC,
+    DEFAULT_TIMEOUT_SEC,
+    TaskDef,
+    TaskRun,
+    TaskState,
+)
 from plum.errors import InvalidState, NotFound
 from plum.executors.base import ExecutorKind
 from plum.ids import new_id
@@ -62,6 +68,7 @@ class WorkflowEngine:
         self._tasks = tasks
         self._machines: dict[str, RunMachine] = {}
         self._runs: dict[str, WorkflowRun] = {}
+        self._defs: dict[str, dict[str, TaskDef | None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
         tasks.add_listener(self._on_task_end)
@@ -195,8 +202,11 @@ class WorkflowEngine:
         changed = _changed_keys(commands)
         run = self._run_after(run_id, commands)
         records = [machine.nodes[k] for k in changed if k in machine.nodes]
-        await asyncio.gather(self._store.save_run(run_id, run, records),
-                             self._start_tasks(run_id, starts))
+        if starts:  # node records and the tasks they start share one group commit
+            await asyncio.gather(self._store.save_run(run_id, run, records),
+                                 self._start_tasks(run_id, starts))
+        else:
+            await self._store.save_run(run_id, run, records)
         self._publish(run_id, commands, machine)
         if run is not None:
             self._bus.publish(RunUpdated(run))
@@ -236,6 +246,8 @@ class WorkflowEngine:
     async def _start_tasks(self, run_id: str, starts: list[tuple[StartTask, str]]) -> None:
         if not starts:
             return
+        if len(starts) > 1:
+            await self._task_def(run_id, starts[0][0].node)  # warm the cache once
         results = await asyncio.gather(*(self._start_task(run_id, c, tid) for c, tid in starts),
                                        return_exceptions=True)
         for (command, _), outcome in zip(starts, results, strict=True):
@@ -245,13 +257,22 @@ class WorkflowEngine:
                 self._spawn(self._handle(run_id, TaskDone(
                     command.key, NodeState.FAILED, error=f"task not started: {outcome}")))
 
+    async def _task_def(self, run_id: str, node: DagNode) -> TaskDef | None:
+        """A node's task definition, looked up once per run (definitions do not change;
+        one deleted while its run goes on keeps serving that run)."""
+        cache = self._defs.setdefault(run_id, {})
+        key = node.task_def_id or f"name:{node.task_name}"
+        if key not in cache:
+            if node.task_def_id:
+                cache[key] = await self._store.get_def(node.task_def_id)
+            else:
+                cache[key] = await self._store.get_def_by_name(node.task_name or "")
+        return cache[key]
+
     async def _start_task(self, run_id: str, command: StartTask, task_id: str) -> None:
         node = command.node
-        task_def = None
-        if node.task_def_id:
-            task_def = await self._store.get_def(node.task_def_id)
-        elif node.task_name:
-            task_def = await self._store.get_def_by_name(node.task_name)
+        task_def = await self._task_def(run_id, node) if (node.task_def_id or node.task_name) \
+            else None
         now = round(self._clock.now(), 3)
 
         def pick(value, default_value):
@@ -307,6 +328,7 @@ class WorkflowEngine:
     async def _run_ended(self, run: WorkflowRun) -> None:
         self._machines.pop(run.run_id, None)
         self._runs.pop(run.run_id, None)
+        self._defs.pop(run.run_id, None)
         log.info("workflow_run_ended", run_id=run.run_id, state=run.state.value)
         if run.parent_run_id and run.parent_node_key:
             await self._handle(run.parent_run_id, ChildDone(
