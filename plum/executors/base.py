@@ -33,7 +33,7 @@ class TargetKind(StrEnum):
     WORKER = "worker"
 
 
-class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
+class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     task_id: str
     attempt: int
     name: str
