@@ -20,6 +20,7 @@ from plum.executors.os_process import (
     parse_os_process_payload,
     run_process,
 )
+from tests.support.pids import alive, wait_gone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,23 +37,6 @@ def sh(script: str, *args: str, **options):
     return run("/bin/sh", "-c", script, *args, **options)
 
 
-def alive(pid: int) -> bool:
-    """Still running: exists and is not a zombie waiting for a reaper that may never come."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-async def wait_gone(pid: int, deadline: float = DEADLINE) -> bool:
-    """Poll until `pid` is gone. No event exists for "a process that is not my child died"."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while alive(pid) and loop.time() < end:  # noqa: ASYNC110 - nothing to wait on instead
-        await asyncio.sleep(0.02)
-    return not alive(pid)
 
 
 # --- results -------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.support.pids import alive, wait_gone
 from tests.support.procs import PlumProcess, start_plum
 from tests.support.sse import EventStream, SseEvent, open_stream
 
@@ -86,23 +86,6 @@ async def logged_pids(
     return pids
 
 
-def alive(pid: int) -> bool:
-    """Still running: exists and is not a zombie waiting for a reaper that may never come."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-async def wait_gone(pid: int, deadline: float = DEADLINE) -> bool:
-    """Poll until `pid` is gone. No event exists for "a process that is not my child died"."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while alive(pid) and loop.time() < end:  # noqa: ASYNC110 - nothing to wait on instead
-        await asyncio.sleep(0.02)
-    return not alive(pid)
 
 
 def kill_leftover(pid: int) -> None:
