@@ -42,7 +42,7 @@ class RunState(StrEnum):
 RUN_TERMINAL = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED})
 
 
-class NodeRecord(Model, frozen=True, omit_defaults=True):
+class NodeRecord(Model, frozen=True):  # every field on the wire: a Pending node has a state
     node_key: str
     node_id: str
     type: NodeType
@@ -74,6 +74,7 @@ class TaskDone:
     result: Any = None
     error: str | None = None
     attempt: int = 1
+    task_id: str | None = None  # when given, it must be the node's current task
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +213,13 @@ class RunMachine:
                 if self.state == RunState.PENDING:
                     self._run_changed(RunState.RUNNING)
                     self._evaluate_all(self.scopes[""])
-            case TaskDone(key, state, result, error, attempt):
+            case TaskDone(key, state, result, error, attempt, task_id):
                 record = self.nodes.get(key)
-                if self._is_running(record, NodeType.TASK):
-                    self._set(key, attempt=attempt)
+                stale = task_id is not None and record is not None and record.task_id \
+                    and record.task_id != task_id
+                if self._is_running(record, NodeType.TASK) and not stale:
+                    # the attempt rides on the finish: one NodeChanged, not a second Running
+                    self.nodes[key] = msgspec.structs.replace(record, attempt=attempt)
                     self._finish(key, state, result=result, error=error)
             case ChildDone(key, state, result, error):
                 record = self.nodes.get(key)
@@ -543,6 +547,8 @@ class RunMachine:
                     machine._count(scope)
                 else:
                     machine.scopes.pop(scope.prefix)
+        # The store keeps the records of iterations a retry dropped; they belong to no scope.
+        machine.nodes = {k: r for k, r in machine.nodes.items() if r.scope in machine.scopes}
         machine._count(machine.scopes[""])
         return machine
 

@@ -150,7 +150,8 @@ class WorkflowEngine:
         await self._store.save_run(run.run_id, run, list(machine.nodes.values()))
         self._bus.publish(RunUpdated(run))
         await self._handle(run.run_id, Start())
-        return self._runs[run.run_id]
+        # A run can end within Start (a template error, nothing but instant nodes).
+        return self._runs.get(run.run_id) or await self._store.get_run(run.run_id)
 
     async def cancel_run(self, run_id: str, reason: str = "canceled") -> WorkflowRun:
         if run_id not in self._machines:
@@ -167,7 +168,7 @@ class WorkflowEngine:
         if run_id not in self._machines:
             await self._load(run)
         await self._handle(run_id, RetryFailed())
-        return self._runs[run_id]
+        return self._runs.get(run_id) or await self._store.get_run(run_id)
 
     def get_active(self, run_id: str) -> WorkflowRun | None:
         return self._runs.get(run_id)
@@ -344,7 +345,8 @@ def _changed_keys(commands: list[Command]) -> list[str]:
 
 
 def _task_done(key: str, task: TaskRun) -> TaskDone:
-    return TaskDone(key, NodeState(task.state.value), task.result, task.error, task.attempt)
+    return TaskDone(key, NodeState(task.state.value), task.result, task.error, task.attempt,
+                    task.task_id)
 
 
 def _merge(default: Any, given: Any) -> Any:

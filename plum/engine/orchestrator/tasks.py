@@ -11,7 +11,7 @@ deadlines sit on the injectable clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,7 +29,13 @@ from plum.engine.tasks import (
     Transition,
 )
 from plum.errors import InvalidState
-from plum.executors.base import ExecutionRequest, ExecutionResult, Executor, ExecutorKind
+from plum.executors.base import (
+    ExecutionContext,
+    ExecutionRequest,
+    ExecutionResult,
+    Executor,
+    ExecutorKind,
+)
 from plum.logging import get_logger
 from plum.store.base import TaskRepo
 from plum.tasklogs import TaskLogs
@@ -37,6 +43,10 @@ from plum.tasklogs import TaskLogs
 log = get_logger(__name__)
 
 TaskListener = Callable[[TaskRun], None]
+# Offered each task found Running at recovery; True: it still runs elsewhere (on an agent
+# that outlived the controller) and the adopter will `adopt()` or `lose()` it.
+Adopter = Callable[[TaskRun], bool]
+AttemptRun = Callable[[ExecutionContext], Awaitable[ExecutionResult]]
 
 
 class _Context:
@@ -82,6 +92,7 @@ class TaskEngine:
         self._executing: dict[str, tuple[int, asyncio.Task]] = {}
         self._timers: dict[str, TimerHandle] = {}
         self._listeners: list[TaskListener] = []
+        self._adopters: list[Adopter] = []
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
 
@@ -102,6 +113,14 @@ class TaskEngine:
         now = self._clock.now()
         for task in await self._store.active_tasks():
             self._active[task.task_id] = task
+            if task.state == TaskState.RUNNING and any(a(task) for a in self._adopters):
+                log.info("task_awaiting_adoption", task_id=task.task_id, attempt=task.attempt,
+                         node=task.scheduled_on)
+                if task.timeout_sec > 0:
+                    started = (task.started_at or 0) / 1000
+                    at = max(now, started + task.timeout_sec)
+                    self._carry_out(ArmTimeout(task.task_id, task.attempt, at))
+                continue
             if task.state == TaskState.RUNNING:
                 transition = lifecycle.lost(task, now, "controller restarted")
             else:
@@ -125,6 +144,22 @@ class TaskEngine:
     def add_listener(self, listener: TaskListener) -> None:
         """Called (synchronously) with every task that reaches a terminal state."""
         self._listeners.append(listener)
+
+    def add_adopter(self, adopter: Adopter) -> None:
+        """Before `running()`: see `Adopter`."""
+        self._adopters.append(adopter)
+
+    def adopt(self, task_id: str, attempt: int, run: AttemptRun) -> bool:
+        """Carry on an attempt that outlived the controller: `run` awaits its result, and
+        is cancelled on a timeout or a cancel like any execution. False when the engine no
+        longer wants that attempt (the caller should stop it)."""
+        task = self._active.get(task_id)
+        if (task is None or task.attempt != attempt or task.state != TaskState.RUNNING
+                or task_id in self._executing or self._tg is None or self._stopping):
+            return False
+        runner = self._tg.create_task(self._execute(task, attempt, run), name=f"task-{task_id}")
+        self._executing[task_id] = (attempt, runner)
+        return True
 
     # -- service methods
     async def submit(self, task: TaskRun, *, start: bool) -> TaskRun:
@@ -241,7 +276,7 @@ class TaskEngine:
         runner = self._tg.create_task(self._execute(task, attempt), name=f"task-{task_id}")
         self._executing[task_id] = (attempt, runner)
 
-    async def _execute(self, task: TaskRun, attempt: int) -> None:
+    async def _execute(self, task: TaskRun, attempt: int, run: AttemptRun | None = None) -> None:
         executor = self._executors.get(task.executor)
         request = ExecutionRequest(
             task_id=task.task_id, attempt=attempt, name=task.name,
@@ -250,7 +285,9 @@ class TaskEngine:
             timeout_sec=task.timeout_sec,
         )
         try:
-            if executor is None:
+            if run is not None:
+                result = await run(_Context(self, task.task_id, attempt))
+            elif executor is None:
                 result = ExecutionResult.failure(f"no {task.executor} executor on this node")
             else:
                 result = await executor.run(request, _Context(self, task.task_id, attempt))
