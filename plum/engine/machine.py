@@ -131,13 +131,21 @@ class NodeChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class NodesDropped:
+    """These records belong to loop iterations that a retry discarded."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RunChanged:
     state: RunState
     result: Any = None
     error: str | None = None
 
 
-Command = StartTask | CancelTask | StartChild | CancelChild | NodeChanged | RunChanged
+Command = (StartTask | CancelTask | StartChild | CancelChild | NodeChanged | NodesDropped
+           | RunChanged)
 
 
 @dataclass(slots=True)
@@ -525,8 +533,10 @@ class RunMachine:
         scope = self.scopes.pop(prefix, None)
         if scope is None:
             return
-        for node_id in scope.graph.nodes:
-            self.nodes.pop(prefix + node_id, None)
+        keys = tuple(prefix + node_id for node_id in scope.graph.nodes)
+        for key in keys:
+            self.nodes.pop(key, None)
+        self._out.append(NodesDropped(keys))
 
     # -- rebuilding from stored records
     @classmethod

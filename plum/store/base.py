@@ -7,15 +7,18 @@ Implementations: `plum.store.sqlite.SqliteStore` (production) and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from plum.discovery.model import Endpoint, EndpointKey
 from plum.engine.dag import Workflow, WorkflowSpec
+from plum.engine.deployments import App, Deployment, Instance
 from plum.engine.machine import NodeRecord, WorkflowRun
 from plum.engine.model import Node
 from plum.engine.schedules import Schedule
 from plum.engine.tasks import Attempt, TaskDef, TaskFilter, TaskRun
+from plum.workers.model import Transport, Worker
 
 T = TypeVar("T")
 
@@ -107,9 +110,10 @@ class WorkflowRepo(Protocol):
 
 
 class RunRepo(Protocol):
-    async def save_run(self, run_id: str, run: WorkflowRun | None,
-                       nodes: list[NodeRecord]) -> None:
-        """Store a run's new state (when given) and its changed node records, in one write."""
+    async def save_run(self, run_id: str, run: WorkflowRun | None, nodes: list[NodeRecord],
+                       dropped: list[str] | None = None) -> None:
+        """Store a run's new state (when given), its changed node records, and forget the
+        `dropped` node keys, in one write."""
 
     async def get_run(self, run_id: str) -> WorkflowRun: ...
     async def list_runs(self, *, workflow_id: str | None = None, limit: int = 100,
@@ -142,9 +146,77 @@ class ScheduleRepo(Protocol):
         """Every enabled schedule (to arm the timer at start)."""
 
 
+class AppRepo(Protocol):
+    async def insert_app(self, app: App) -> None:
+        """Raises `Conflict` (field `name`) when the name and version are taken."""
+
+    async def get_app(self, artifact_id: str) -> App:
+        """Raises `NotFound`."""
+
+    async def get_app_by_sha256(self, sha256: str) -> App | None: ...
+    async def list_apps(self, *, limit: int = 100, offset: int = 0) -> Page[App]:
+        """Newest first."""
+
+    async def delete_app(self, artifact_id: str) -> App:
+        """Returns what was deleted. Raises `NotFound`, or `Conflict` while a deployment
+        uses the app."""
+
+
+class DeploymentRepo(Protocol):
+    async def insert_deployment(self, deployment: Deployment, instances: list[Instance]) -> None:
+        """Store a new deployment with its instances, in one write. Raises `Conflict` when
+        an app it uses is gone."""
+
+    async def save_deployment(
+        self,
+        deployment: Deployment | None,
+        instances: Sequence[Instance] = (),
+        removed: Sequence[str] = (),
+    ) -> None:
+        """Replace the deployment (when given), upsert `instances` and delete the instances
+        whose ids are in `removed`, in one write."""
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        """Raises `NotFound`."""
+
+    async def list_deployments(self, *, limit: int = 100, offset: int = 0) -> Page[Deployment]:
+        """Newest first."""
+
+    async def delete_deployment(self, deployment_id: str) -> None:
+        """The deployment and its instances go. Raises `NotFound`."""
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        """Raises `NotFound`."""
+
+    async def list_instances(
+        self, *, deployment_id: str | None = None, node_id: str | None = None
+    ) -> list[Instance]:
+        """Oldest first."""
+
+    async def save_instance_status(self, instance: Instance) -> None:
+        """Store what an agent reported (phase, restarts, exitCode, pid, healthy, message,
+        lastReportAt), leaving the rest as stored. Raises `NotFound` when it is gone."""
+
+
+class WorkerRepo(Protocol):
+    async def upsert_worker(self, worker: Worker) -> None:
+        """Insert or replace the worker (its `inflight` is not stored)."""
+
+    async def get_worker(self, worker_id: str) -> Worker:
+        """Raises `NotFound`."""
+
+    async def list_workers(
+        self, *, transport: Transport | None = None, limit: int = 100, offset: int = 0
+    ) -> Page[Worker]:
+        """Newest registration first."""
+
+    async def delete_worker(self, worker_id: str) -> None:
+        """Raises `NotFound`."""
+
+
 class Store(
     NodeRepo, MetaRepo, TaskDefRepo, TaskRepo, WorkflowRepo, RunRepo, ServiceRepo,
-    ScheduleRepo, Protocol,
+    ScheduleRepo, AppRepo, DeploymentRepo, WorkerRepo, Protocol,
 ):
     """Everything the controller stores. Opened by `start()`, closed by `stop()`."""
 

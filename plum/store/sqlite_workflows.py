@@ -146,14 +146,18 @@ class SqliteWorkflows:
         return {wid: _calls(_spec_decoder.decode(spec)) for wid, spec in rows}
 
     # -- runs
-    async def save_run(self, run_id: str, run: WorkflowRun | None,
-                       nodes: list[NodeRecord]) -> None:
+    async def save_run(self, run_id: str, run: WorkflowRun | None, nodes: list[NodeRecord],
+                       dropped: list[str] | None = None) -> None:
         run_row = _run_params(run) if run is not None else None
         node_rows = [(run_id, n.node_key, n.node_id, n.state.value, _json(n), run.updated_at
                       if run is not None else (n.finished_at or n.started_at or 0.0))
                      for n in nodes]
 
+        gone = [(run_id, key) for key in dropped or ()]
+
         def save(c: sqlite3.Connection) -> None:
+            if gone:
+                c.executemany("DELETE FROM run_nodes WHERE run_id = ? AND node_key = ?", gone)
             if run_row is not None:
                 c.execute(f"INSERT INTO workflow_runs ({_RUN_COLUMNS}) VALUES "
                           f"({', '.join('?' * 15)}) ON CONFLICT(run_id) DO UPDATE SET "

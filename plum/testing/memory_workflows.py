@@ -60,11 +60,13 @@ class MemoryWorkflows:
     async def subworkflow_calls(self) -> dict[str, set[str]]:
         return {w.workflow_id: _calls(w.spec) for w in self._workflows.values()}
 
-    async def save_run(self, run_id: str, run: WorkflowRun | None,
-                       nodes: list[NodeRecord]) -> None:
+    async def save_run(self, run_id: str, run: WorkflowRun | None, nodes: list[NodeRecord],
+                       dropped: list[str] | None = None) -> None:
         if run is not None:
             self._runs[run_id] = run
         records = self._run_nodes.setdefault(run_id, {})
+        for key in dropped or ():
+            records.pop(key, None)
         for record in nodes:
             records[record.node_key] = record
 

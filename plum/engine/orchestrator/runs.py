@@ -32,6 +32,7 @@ from plum.engine.machine import (
     Event,
     NodeChanged,
     NodeRecord,
+    NodesDropped,
     RetryFailed,
     RunChanged,
     RunMachine,
@@ -203,11 +204,12 @@ class WorkflowEngine:
         changed = _changed_keys(commands)
         run = self._run_after(run_id, commands)
         records = [machine.nodes[k] for k in changed if k in machine.nodes]
+        dropped = [k for c in commands if isinstance(c, NodesDropped) for k in c.keys]
+        save = self._store.save_run(run_id, run, records, dropped)
         if starts:  # node records and the tasks they start share one group commit
-            await asyncio.gather(self._store.save_run(run_id, run, records),
-                                 self._start_tasks(run_id, starts))
+            await asyncio.gather(save, self._start_tasks(run_id, starts))
         else:
-            await self._store.save_run(run_id, run, records)
+            await save
         self._publish(run_id, commands, machine)
         if run is not None:
             self._bus.publish(RunUpdated(run))
