@@ -8,7 +8,8 @@ from typing import Any
 import msgspec
 
 from plum.clock import Clock
-from plum.engine.dag import DagNode, Edge, Workflow, WorkflowSpec, normalize, validate
+from plum.engine.dag import DagNode, Edge, Workflow, WorkflowSpec, validate
+from plum.engine.forms import normalize
 from plum.engine.machine import NodeRecord, RunState, WorkflowRun
 from plum.engine.model import Model
 from plum.engine.orchestrator import WorkflowEngine

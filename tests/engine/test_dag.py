@@ -22,9 +22,9 @@ from plum.engine.dag import (
     Operator,
     WorkflowSpec,
     find_cycle,
-    normalize,
     validate,
 )
+from plum.engine.forms import normalize
 
 TASK_DEFS = {"def-service", "def-process"}
 TASK_NAMES = {"builtin.echo", "builtin.delay", "builtin.fail"}

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from plum.engine.dag import WorkflowSpec, normalize, validate
+from plum.engine.dag import WorkflowSpec, validate
+from plum.engine.forms import normalize
 from plum.engine.machine import (
     Cancel,
     CancelChild,
