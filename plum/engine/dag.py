@@ -1,9 +1,8 @@
-"""Workflow definitions: the model, the accepted input forms, and validation.
+"""Workflow definitions: the model and its validation.
 
-Every form the API accepts — the DAG form of API.md, sequential `steps`, and the original
-Plum's form (nodes keyed by id, `payloadJson` strings, `condition.sourceTask`,
-`loopCondition`) — is normalised to one `Dag`. Validation reports every problem with the
-node it belongs to (`nodes[3].taskDefId`, `edges[1].to`), never just the first.
+Every form the API accepts is normalised to one `Dag` by `plum.engine.forms`. Validation
+reports every problem with the node it belongs to (`nodes[3].taskDefId`, `edges[1].to`),
+never just the first.
 """
 
 from __future__ import annotations
