@@ -57,7 +57,7 @@ $(STAMP)/deb: Makefile
 	@touch $@
 
 lint: venv
-	$(BIN)/ruff check plum tests bench
+	$(BIN)/ruff check plum tests bench examples
 
 test-webui: webui
 	cd webui && npm test

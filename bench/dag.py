@@ -85,7 +85,8 @@ async def run_once(svc, body: dict) -> tuple[float, WorkflowRun]:
 
 
 async def engine_figures(folder: Path) -> None:
-    config = load_config(None, environ={"CONTROLLER_DATA_DIR": str(folder / "engine")},
+    config = load_config(None, environ={"CONTROLLER_DATA_DIR": str(folder / "engine"),
+                                        "CONTROLLER_GRPC_ADDR": "127.0.0.1:0"},
                          dotenv=None)
     role = ControllerRole(config)
     async with AsyncExitStack() as stack:

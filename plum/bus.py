@@ -22,10 +22,12 @@ import msgspec
 
 from plum.clock import Clock
 from plum.discovery.model import Endpoint
+from plum.engine.deployments import Deployment, Instance
 from plum.engine.machine import NodeRecord, WorkflowRun
 from plum.engine.model import Node
 from plum.engine.schedules import Schedule
 from plum.engine.tasks import TaskRun
+from plum.workers.model import Worker
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -124,6 +126,65 @@ class ScheduleRemoved(Event, frozen=True):
 
     def data(self) -> Any:
         return {"scheduleId": self.schedule_id, "deleted": True}
+
+
+class DeploymentChanged(Event, frozen=True):
+    """A deployment was created, changed, started, stopped or scaled."""
+
+    TOPIC: ClassVar[str] = "deployments"
+    deployment: Deployment
+
+    def data(self) -> Any:
+        return self.deployment
+
+
+class DeploymentRemoved(Event, frozen=True):
+    TOPIC: ClassVar[str] = "deployments"
+    deployment_id: str
+
+    def data(self) -> Any:
+        return {"deploymentId": self.deployment_id, "deleted": True}
+
+
+class InstanceChanged(Event, frozen=True):
+    """An instance was created, reported on, or (`assignment`) wants a new state, which its
+    node's agent is told about."""
+
+    TOPIC: ClassVar[str] = "instances"
+    instance: Instance
+    assignment: bool = False
+
+    def data(self) -> Any:
+        return self.instance
+
+
+class InstanceRemoved(Event, frozen=True):
+    TOPIC: ClassVar[str] = "instances"
+    instance_id: str
+    deployment_id: str
+    node_id: str
+
+    def data(self) -> Any:
+        return {"instanceId": self.instance_id, "deploymentId": self.deployment_id,
+                "nodeId": self.node_id, "deleted": True}
+
+
+class WorkerChanged(Event, frozen=True):
+    """A worker registered, heartbeat, or flipped health."""
+
+    TOPIC: ClassVar[str] = "workers"
+    worker: Worker
+
+    def data(self) -> Any:
+        return self.worker
+
+
+class WorkerRemoved(Event, frozen=True):
+    TOPIC: ClassVar[str] = "workers"
+    worker_id: str
+
+    def data(self) -> Any:
+        return {"workerId": self.worker_id, "deleted": True}
 
 
 @dataclass(frozen=True, slots=True)

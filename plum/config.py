@@ -67,6 +67,22 @@ class StoreConfig(_Section):
 class ControllerConfig(_Section):
     heartbeat_ttl_sec: float = 15.0
     auto_migration_enabled: bool = False
+    migration_grace_sec: float = 30.0
+    app_max_uncompressed_mb: int = 256
+    app_max_entry_mb: int = 128
+    app_max_entries: int = 10_000
+
+
+class WorkersConfig(_Section):
+    # Capacity of a worker that declares none.
+    default_capacity: int = 8
+    # A worker that sends nothing (not even its 30 s heartbeat) for this long is lost.
+    idle_timeout_sec: float = 90.0
+    # After a worker's stream ends, its unanswered tasks wait this long for a result on a
+    # new stream before they are lost (retried or failed "worker lost").
+    reconnect_grace_sec: float = 10.0
+    # HTTP/2 pings from the controller on idle worker connections.
+    ping_interval_sec: float = 10.0
 
 
 class ContainerConfig(_Section):
@@ -84,7 +100,9 @@ class AgentConfig(_Section):
     data_dir: str = ""
     run_mode: RunMode = RunMode.PROCESS
     heartbeat_sec: float = 5.0
+    token: str = ""
     capacity: int = 0
+    stop_apps_on_exit: bool = False
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     container: ContainerConfig = msgspec.field(default_factory=ContainerConfig)
 
@@ -94,6 +112,7 @@ class Config(_Section):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     controller: ControllerConfig = msgspec.field(default_factory=ControllerConfig)
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
+    workers: WorkersConfig = msgspec.field(default_factory=WorkersConfig)
 
     # Derived values: always read these, never recompute them elsewhere.
     @property
@@ -105,12 +124,23 @@ class Config(_Section):
         return Path(self.store.db) if self.store.db else self.data_path / "plum.db"
 
     @property
+    def artifacts_path(self) -> Path:
+        return self.data_path / "artifacts"
+
+    @property
     def agent_data_path(self) -> Path:
         return Path(self.agent.data_dir) if self.agent.data_dir else self.data_path / "agent"
 
     @property
     def node_id(self) -> str:
         return self.agent.node_id or socket.gethostname()
+
+    @property
+    def agent_token(self) -> str | None:
+        """The bearer token an agent presents: `agent.token`, else the first auth token."""
+        if self.agent.token:
+            return self.agent.token
+        return self.server.auth_tokens[0] if self.server.auth_tokens else None
 
     @property
     def max_body_bytes(self) -> int:
@@ -148,12 +178,19 @@ ENV_VARS: dict[str, tuple[str, str, Any]] = {
     "CONTROLLER_DB": ("store", "db", str),
     "HEARTBEAT_TTL_SEC": ("controller", "heartbeat_ttl_sec", float),
     "AUTO_MIGRATION_ENABLED": ("controller", "auto_migration_enabled", _bool),
+    "MIGRATION_GRACE_SEC": ("controller", "migration_grace_sec", float),
+    "PLUM_APP_MAX_UNCOMPRESSED_MB": ("controller", "app_max_uncompressed_mb", int),
+    "PLUM_APP_MAX_ENTRY_MB": ("controller", "app_max_entry_mb", int),
+    "PLUM_APP_MAX_ENTRIES": ("controller", "app_max_entries", int),
     "AGENT_NODE_ID": ("agent", "node_id", str),
     "CONTROLLER_BASE": ("agent", "controller", str),
     "AGENT_IP": ("agent", "ip", str),
+    "AGENT_HEARTBEAT_SEC": ("agent", "heartbeat_sec", float),
+    "PLUM_AGENT_TOKEN": ("agent", "token", str),
     "AGENT_DATA_DIR": ("agent", "data_dir", str),
     "AGENT_RUN_MODE": ("agent", "run_mode", str),
     "AGENT_LABELS": ("agent", "labels", _labels),
+    "PLUM_STOP_APPS_ON_EXIT": ("agent", "stop_apps_on_exit", _bool),
     "PLUM_BASE_IMAGE": ("agent.container", "base_image", str),
     "PLUM_CONTAINER_MEMORY": ("agent.container", "memory", str),
     "PLUM_CONTAINER_CPUS": ("agent.container", "cpus", str),
@@ -239,13 +276,15 @@ def is_loopback(host: str) -> bool:
 
 def _check(config: Config) -> None:
     host, _ = parse_hostport(config.server.addr, "server.addr")
-    parse_hostport(config.server.grpc_addr, "server.grpc_addr")
-    if config.server.role != Role.AGENT and not is_loopback(host) and not config.server.auth_tokens:
-        raise ConfigError(
-            f"server.auth_tokens: bound to {host}, which is not loopback; "
-            "set auth tokens (PLUM_AUTH_TOKENS) before listening beyond this machine",
-            field="server.auth_tokens",
-        )
+    grpc_host, _ = parse_hostport(config.server.grpc_addr, "server.grpc_addr")
+    for bound in (host, grpc_host):
+        if config.server.role != Role.AGENT and not is_loopback(bound) \
+                and not config.server.auth_tokens:
+            raise ConfigError(
+                f"server.auth_tokens: bound to {bound}, which is not loopback; "
+                "set auth tokens (PLUM_AUTH_TOKENS) before listening beyond this machine",
+                field="server.auth_tokens",
+            )
     if config.server.max_body_mb <= 0:
         raise ConfigError("server.max_body_mb: must be positive", field="server.max_body_mb")
     if config.controller.heartbeat_ttl_sec <= config.agent.heartbeat_sec:
@@ -253,10 +292,18 @@ def _check(config: Config) -> None:
             "controller.heartbeat_ttl_sec: must be longer than agent.heartbeat_sec",
             field="controller.heartbeat_ttl_sec",
         )
+    for key in ("migration_grace_sec", "app_max_uncompressed_mb", "app_max_entry_mb",
+                "app_max_entries"):
+        if getattr(config.controller, key) <= 0:
+            raise ConfigError(f"controller.{key}: must be positive", field=f"controller.{key}")
     if config.store.read_connections < 1:
         raise ConfigError(
             "store.read_connections: must be at least 1", field="store.read_connections"
         )
+    for key in ("default_capacity", "idle_timeout_sec", "reconnect_grace_sec",
+                "ping_interval_sec"):
+        if getattr(config.workers, key) <= 0:
+            raise ConfigError(f"workers.{key}: must be positive", field=f"workers.{key}")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

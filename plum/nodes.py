@@ -99,6 +99,25 @@ class NodeRegistry:
             log.info("node_healthy", node_id=node.node_id, ip=node.ip)
         return node
 
+    async def mark_unhealthy(self, node_id: str, reason: str) -> None:
+        """The node's agent link dropped: `Unhealthy` at once, without waiting for `ttl`."""
+        timer = self._timers.pop(node_id, None)
+        if timer is not None:
+            timer.cancel()
+        if self._health.get(node_id) != Health.HEALTHY:
+            return
+        self._health[node_id] = Health.UNHEALTHY
+        try:
+            stored = await self._store.get_node(node_id)
+        except NotFound:
+            return  # removed meanwhile
+        if self._health.get(node_id) != Health.UNHEALTHY:
+            return  # a heartbeat came in meanwhile
+        node = msgspec.structs.replace(stored, health=Health.UNHEALTHY)
+        await self._store.upsert_node(node)
+        log.warning("node_unhealthy", node_id=node_id, reason=reason)
+        self._bus.publish(NodeChanged(node))
+
     async def get(self, node_id: str) -> Node:
         return await self._store.get_node(node_id)
 

@@ -59,7 +59,8 @@ def announce(info: ReadyInfo) -> None:
     if info.url:
         print(
             f"Plum {plum.__version__} ({info.role.value}) listening on {info.url}/ "
-            f"- dashboard: {info.url}/",
+            f"- dashboard: {info.url}/"
+            + (f" - gRPC workers: {info.grpc_addr}" if info.grpc_addr else ""),
             flush=True,
         )
     else:

@@ -72,6 +72,12 @@ class TaskLogs:
         while len(self._finished) > self._keep:
             self._finished.popitem(last=False)
 
+    def end_followers(self) -> None:
+        """The server is stopping: every follower gets `CLOSED` now (the tasks run on)."""
+        for buffer in self._live.values():
+            for queue in buffer.followers:
+                queue.put_nowait(CLOSED)
+
     def lines(self, task_id: str) -> list[LogLine] | None:
         buffer = self._live.get(task_id) or self._finished.get(task_id)
         return list(buffer.lines) if buffer is not None else None

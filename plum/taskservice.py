@@ -160,6 +160,18 @@ class TaskService:
         )
         return await self._engine.submit(task, start=True)
 
+    async def run_named(self, name: str, payload: Any = None) -> TaskRun:
+        """Run a task by name (gRPC `ExecuteTask`): through its definition when there is
+        one, else as an `embedded` task for a worker serving the name."""
+        if not name:
+            raise Invalid("name: required", field="name")
+        d = await self._store.get_def_by_name(name)
+        if d is not None:
+            return await self.run_def(d.def_id, RunTaskDef(payload=payload))
+        return await self.create_task(
+            NewTask(name=name, executor=ExecutorKind.EMBEDDED, payload=payload, auto_start=True)
+        )
+
     # -- runs
     async def create_task(self, body: NewTask) -> TaskRun:
         check_target(body.executor, body.target_kind, body.target_ref)

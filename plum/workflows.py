@@ -140,8 +140,7 @@ class WorkflowService:
         return await self._store.list_runs(workflow_id=workflow_id, limit=limit, offset=offset)
 
     async def get_run(self, run_id: str) -> RunDetail:
-        run = self._engine.get_active(run_id) or await self._store.get_run(run_id)
-        nodes = await self._store.run_nodes(run_id)
+        run, nodes = await self._store.run_with_nodes(run_id)
         return RunDetail(**msgspec.structs.asdict(run), nodes=nodes)
 
     async def cancel_run(self, run_id: str) -> WorkflowRun:

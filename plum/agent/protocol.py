@@ -4,12 +4,15 @@ The same typed messages travel over the websocket `/v1/agents/connect` (JSON, on
 per frame, tagged by `type`) and, in all-in-one mode, in-process (no encoding at all).
 
     agent -> controller: hello, heartbeat, instanceStatus, taskStarted, taskResult, taskLog
-    controller -> agent: welcome, assignments, runTask, cancelTask
+    controller -> agent: welcome, assignments, runTask, cancelTask, resultAck
 
 On connect the agent says `hello` with its full state (the instances it runs, the tasks
 still running); the controller answers `welcome` and then `assignments` with the full set
 for that node (`full: true`); after that both sides send changes only. Every task message
-carries `attempt`: a result for an older attempt is ignored by the controller.
+carries `attempt`: a result for an older attempt is ignored by the controller. The agent
+keeps each task result until the controller acknowledges it (`resultAck`) and lists such
+tasks in `hello.runningTasks` with the running ones, so a result produced or sent while the
+link was down is sent again after the reconnect.
 """
 
 from __future__ import annotations
@@ -146,8 +149,15 @@ class CancelTask(Message, frozen=True, tag="cancelTask"):
     attempt: int
 
 
+class ResultAck(Message, frozen=True, tag="resultAck"):
+    """The controller has this attempt's result; the agent may forget it."""
+
+    task_id: str
+    attempt: int
+
+
 AgentMessage = Hello | Heartbeat | InstanceStatusMsg | TaskStarted | TaskResult | TaskLog
-ControllerMessage = Welcome | Assignments | RunTask | CancelTask
+ControllerMessage = Welcome | Assignments | RunTask | CancelTask | ResultAck
 
 _agent_decoder = msgspec.json.Decoder(AgentMessage)
 _controller_decoder = msgspec.json.Decoder(ControllerMessage)

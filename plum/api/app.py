@@ -6,7 +6,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from plum.api import discovery, nodes, schedules, stream, system, tasks, workflows
+from plum.api import (
+    agents,
+    apps,
+    deployments,
+    discovery,
+    nodes,
+    schedules,
+    stream,
+    system,
+    tasks,
+    workers,
+    workflows,
+)
 from plum.api.auth import auth_middleware
 from plum.api.context import SERVICES, Services
 from plum.api.errors import MAX_BODY_BYTES, error_middleware
@@ -16,7 +28,8 @@ from plum.api.web import DIST, dashboard_handler
 
 TABLES: tuple[RouteTable, ...] = (
     system.routes, nodes.routes, stream.routes, tasks.routes, workflows.routes,
-    discovery.routes, schedules.routes,
+    discovery.routes, schedules.routes, agents.routes, workers.routes, apps.routes,
+    deployments.routes,
 )
 
 
@@ -27,8 +40,10 @@ def build_app(svc: Services, *, dist: Path = DIST) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=svc.config.max_body_bytes)
     app[SERVICES] = svc
     app[MAX_BODY_BYTES] = svc.config.max_body_bytes
-    app[stream.STREAMS] = set()
+    app[stream.STREAMS] = stream.OpenStreams()
     app.on_shutdown.append(stream.end_streams)
+    app.on_shutdown.append(agents.stop_hub)
+    app.on_shutdown.append(tasks.end_log_followers)
 
     specs = [spec for table in TABLES for spec in table.specs]
     document = build_openapi(specs)

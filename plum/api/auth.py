@@ -1,8 +1,9 @@
 """Bearer-token auth for REST, SSE and the agent link, when tokens are configured.
 
 Browsers' EventSource cannot send headers, so streaming routes also accept `access_token`
-in the query string. `/healthz` and the dashboard's static files stay open; the dashboard
-asks for the token once and sends it with every call.
+in the query string. App artifacts (`/artifacts/`) need the token too. `/healthz` and the
+dashboard's static files stay open; the dashboard asks for the token once and sends it with
+every call.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def auth_middleware(tokens: tuple[str, ...]):
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
         path = request.path
-        if path.startswith("/v1") or path == "/metrics":
+        if path.startswith(("/v1", "/artifacts/")) or path == "/metrics":
             header = request.headers.get("Authorization", "")
             scheme, _, credential = header.partition(" ")
             if scheme.lower() == "bearer" and accepted(credential.strip()):

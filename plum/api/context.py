@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from plum.agenthub import AgentHub
+from plum.apps import AppService
 from plum.bus import Bus
 from plum.clock import Clock
 from plum.config import Config
+from plum.deployments import DeploymentService
 from plum.discovery.registry import ServiceRegistry
 from plum.engine.orchestrator import TaskEngine
 from plum.executors.agents import AgentPool
@@ -16,6 +19,7 @@ from plum.nodes import NodeRegistry
 from plum.scheduling import Scheduler
 from plum.store.base import Store
 from plum.taskservice import TaskService
+from plum.workers.registry import WorkerRegistry
 from plum.workflows import WorkflowService
 
 
@@ -34,6 +38,10 @@ class Services:
     version: str
     started_at: float
     discovery: ServiceRegistry
+    agents_hub: AgentHub
+    workers: WorkerRegistry
+    apps: AppService
+    deployments: DeploymentService
 
 
 SERVICES = web.AppKey("services", Services)

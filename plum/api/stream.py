@@ -15,7 +15,7 @@ from aiohttp import web
 
 from plum.api.context import services
 from plum.api.http import QueryParam, RouteTable
-from plum.bus import END, RESYNC, Subscription
+from plum.bus import END, RESYNC, Event, InstanceChanged, InstanceRemoved, Subscription
 from plum.errors import BadRequest
 
 routes = RouteTable("stream")
@@ -24,7 +24,29 @@ TOPICS = frozenset(
     {"tasks", "runs", "nodes", "deployments", "instances", "workers", "services", "resources",
      "schedules", "kv"}
 )
-STREAMS = web.AppKey("streams", set)
+class OpenStreams:
+    """The SSE subscriptions being served. On shutdown each one ends, and so does any that
+    opens afterwards (a request that raced the shutdown must not hold the server open)."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+        self._closing = False
+
+    def add(self, sub: Subscription) -> None:
+        self._subs.add(sub)
+        if self._closing:
+            sub.end()
+
+    def discard(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def end_all(self) -> None:
+        self._closing = True
+        for sub in tuple(self._subs):
+            sub.end()
+
+
+STREAMS = web.AppKey("streams", OpenStreams)
 
 
 def parse_topics(request: web.Request) -> frozenset[str] | None:
@@ -83,9 +105,12 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
         ),
         QueryParam("namespace", "shorthand for topics=kv:<namespace>"),
         QueryParam("lastEventId", "resume after this event id (same as the Last-Event-ID header)"),
+        QueryParam("nodeId", "original agents: `update` events with the node's assignments"),
     ),
 )
 async def stream(request: web.Request) -> web.StreamResponse:
+    if node_id := request.query.get("nodeId"):
+        return await stream_assignments(request, node_id)
     return await stream_topics(request, parse_topics(request))
 
 
@@ -100,6 +125,43 @@ async def stream_topics(request: web.Request, topics: frozenset[str] | None) -> 
         finally:
             request.app[STREAMS].discard(sub)
     return response
+
+
+async def stream_assignments(request: web.Request, node_id: str) -> web.StreamResponse:
+    """`update` events whose data is the node's whole assignment list: one at connect, one
+    after every change of it (changes that arrive together are sent as one)."""
+    svc = services(request)
+    encode = msgspec.json.encode
+    with svc.bus.subscribe({"instances"}) as sub:
+        response = await open_sse(request)
+        request.app[STREAMS].add(sub)
+        try:
+            changed = True
+            while True:
+                if changed:
+                    items = await svc.deployments.assignments_for(node_id)
+                    await response.write(sse_frame("update", encode(items)))
+                try:
+                    item = await asyncio.wait_for(sub.get(), svc.config.server.sse_keepalive_sec)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    changed = False
+                    continue
+                batch = [item, *(sub.get_nowait() for _ in range(sub.pending()))]
+                if END in batch:
+                    break
+                changed = any(i is RESYNC or _assigns(i.event, node_id) for i in batch)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        finally:
+            request.app[STREAMS].discard(sub)
+    return response
+
+
+def _assigns(event: Event, node_id: str) -> bool:
+    if isinstance(event, InstanceChanged):
+        return event.assignment and event.instance.node_id == node_id
+    return isinstance(event, InstanceRemoved) and event.node_id == node_id
 
 
 async def pump(sub: Subscription, response: web.StreamResponse, keepalive: float) -> None:
@@ -126,5 +188,4 @@ async def pump(sub: Subscription, response: web.StreamResponse, keepalive: float
 
 async def end_streams(app: web.Application) -> None:
     """On shutdown: let every open stream finish so the server can stop promptly."""
-    for sub in tuple(app[STREAMS]):
-        sub.end()
+    app[STREAMS].end_all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from plum.api.context import services
+from plum.api.context import SERVICES, services
 from plum.api.http import (
     PAGING,
     QueryParam,
@@ -170,12 +170,21 @@ async def _follow(request: web.Request, task_id: str, view: TaskLogView) -> web.
     lines, queue = logs.follow(task_id)
     try:
         response = await open_sse(request)
-        for line in lines:
-            await response.write(sse_frame("log", encode(line)))
-        while (item := await queue.get()) is not CLOSED:
-            await response.write(sse_frame("log", encode(item)))
-        final = await services(request).tasks.get_task(task_id)
-        await response.write(sse_frame("end", encode({"state": final.state})))
+        try:
+            for line in lines:
+                await response.write(sse_frame("log", encode(line)))
+            while (item := await queue.get()) is not CLOSED:
+                await response.write(sse_frame("log", encode(item)))
+            final = await services(request).tasks.get_task(task_id)
+            await response.write(sse_frame("end", encode({"state": final.state})))
+        except ConnectionResetError:
+            pass  # the client left
         return response
     finally:
         logs.unfollow(task_id, queue)
+
+
+async def end_log_followers(app: web.Application) -> None:
+    """On shutdown: followed logs end (with the task's state then), so the server stops
+    promptly even while tasks run on (on agents, which outlive a controller restart)."""
+    app[SERVICES].engine.logs.end_followers()

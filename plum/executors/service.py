@@ -6,7 +6,10 @@
 `{taskId, name, payload}` as JSON to the chosen endpoint. A 2xx answer succeeds with the JSON
 body (or the text) as result; any other status is a failure result, not retried elsewhere.
 Only a connection error (refused, reset, DNS, connect timeout) moves on to the next healthy
-endpoint, and marks the one that failed unhealthy. gRPC calls come later.
+endpoint, and marks the one that failed unhealthy. With `serviceProtocol: grpc`, `servicePath`
+names the unary method (`/package.Service/Method`), called with the payload as a JSON
+message through a JSON codec (`plum.executors.service_grpc`: the service must accept and
+answer JSON).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from plum.discovery.model import Endpoint, ServiceProtocol
 from plum.discovery.registry import DiscoveryQuery, ServiceRegistry
 from plum.errors import Invalid, Unavailable
 from plum.executors.base import ExecutionContext, ExecutionRequest, ExecutionResult, ExecutorKind
+from plum.executors.service_grpc import METHOD as GRPC_METHOD
+from plum.executors.service_grpc import GrpcCalls, Unreachable
 from plum.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,8 +67,7 @@ class ServiceCall:
         )
 
 
-class _Unreachable(Exception):
-    """The endpoint could not be reached; try the next one."""
+_Unreachable = Unreachable  # the endpoint could not be reached; try the next one
 
 
 class ServiceExecutor:
@@ -82,6 +86,7 @@ class ServiceExecutor:
         self._connect_timeout = connect_timeout
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._grpc = GrpcCalls()
         self._closed = False
 
     async def __aenter__(self) -> ServiceExecutor:
@@ -104,6 +109,7 @@ class ServiceExecutor:
     async def close(self) -> None:
         """Close the shared session. Closing twice is harmless."""
         self._closed = True
+        self._grpc.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -114,9 +120,10 @@ class ServiceExecutor:
         except Invalid as exc:
             return ExecutionResult.failure(exc.message)
         service = call.query.service
-        if call.query.protocol == ServiceProtocol.GRPC:
+        grpc = call.query.protocol == ServiceProtocol.GRPC
+        if grpc and not GRPC_METHOD.match(call.path):
             return ExecutionResult.failure(
-                f"gRPC service calls are not supported yet (service {service!r})"
+                f"label servicePath: a gRPC call needs /package.Service/Method, got {call.path!r}"
             )
         candidates = self._registry.discover(call.query)
         if not candidates:
@@ -130,6 +137,8 @@ class ServiceExecutor:
         for endpoint in self._registry.balancer.order(service, candidates, call.strategy):
             try:
                 with self._registry.balancer.track(endpoint):
+                    if grpc:
+                        return await self._grpc.call(endpoint, call.path, request.payload)
                     return await self._post(session, endpoint, call.path, body)
             except _Unreachable as exc:
                 errors.append(f"{endpoint.address}: {exc}")

@@ -23,6 +23,7 @@ class ReadyInfo:
     role: RoleName
     url: str | None = None
     node_id: str | None = None
+    grpc_addr: str | None = None
 
 
 class Role(ABC):

@@ -22,10 +22,12 @@ from plum.config import Synchronous
 from plum.errors import PlumError, Unavailable
 from plum.logging import get_logger
 from plum.store.migrations import Migration, load_migrations
+from plum.store.sqlite_apps import SqliteApps
 from plum.store.sqlite_nodes import SqliteNodes
 from plum.store.sqlite_schedules import SqliteSchedules
 from plum.store.sqlite_services import SqliteServices
 from plum.store.sqlite_tasks import SqliteTasks
+from plum.store.sqlite_workers import SqliteWorkers
 from plum.store.sqlite_workflows import SqliteWorkflows
 
 T = TypeVar("T")
@@ -162,7 +164,10 @@ def _apply_migrations(conn: sqlite3.Connection, migrations: list[Migration]) -> 
     return [m.number for m in pending]
 
 
-class SqliteStore(SqliteNodes, SqliteTasks, SqliteWorkflows, SqliteServices, SqliteSchedules):
+class SqliteStore(
+    SqliteNodes, SqliteTasks, SqliteWorkflows, SqliteServices, SqliteSchedules, SqliteApps,
+    SqliteWorkers,
+):
     def __init__(
         self,
         path: str | Path,

@@ -196,6 +196,23 @@ class SqliteWorkflows:
             "SELECT data FROM run_nodes WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall())
         return [_node_decoder.decode(r[0]) for r in rows]
 
+    async def run_with_nodes(self, run_id: str) -> tuple[WorkflowRun, list[NodeRecord]]:
+        def query(c: sqlite3.Connection) -> tuple[tuple | None, list]:
+            c.execute("BEGIN")  # one snapshot: the run and its nodes from the same commit
+            try:
+                row = c.execute(f"SELECT {_RUN_COLUMNS} FROM workflow_runs WHERE run_id = ?",
+                                (run_id,)).fetchone()
+                nodes = c.execute("SELECT data FROM run_nodes WHERE run_id = ? ORDER BY rowid",
+                                  (run_id,)).fetchall()
+            finally:
+                c.execute("COMMIT")
+            return row, nodes
+
+        row, nodes = await self._read(query)
+        if row is None:
+            raise NotFound(f"workflow run {run_id!r} not found", field="runId")
+        return _run(row), [_node_decoder.decode(n[0]) for n in nodes]
+
     async def active_runs(self) -> list[WorkflowRun]:
         terminal = [s.value for s in RUN_TERMINAL]
         rows = await self._read(lambda c: c.execute(

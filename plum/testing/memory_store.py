@@ -5,13 +5,17 @@ from __future__ import annotations
 from plum.engine.model import Node
 from plum.errors import NotFound
 from plum.store.base import Page
+from plum.testing.memory_apps import MemoryApps
 from plum.testing.memory_schedules import MemorySchedules
 from plum.testing.memory_services import MemoryServices
 from plum.testing.memory_tasks import MemoryTasks
+from plum.testing.memory_workers import MemoryWorkers
 from plum.testing.memory_workflows import MemoryWorkflows
 
 
-class MemoryStore(MemoryTasks, MemoryWorkflows, MemoryServices, MemorySchedules):
+class MemoryStore(
+    MemoryTasks, MemoryWorkflows, MemoryServices, MemorySchedules, MemoryApps, MemoryWorkers
+):
     def __init__(self) -> None:
         self._nodes: dict[str, tuple[int, Node]] = {}
         self._meta: dict[str, str] = {}
@@ -20,6 +24,8 @@ class MemoryStore(MemoryTasks, MemoryWorkflows, MemoryServices, MemorySchedules)
         self._init_workflows()
         self._init_services()
         self._init_schedules()
+        self._init_apps()
+        self._init_workers()
 
     async def start(self) -> None:
         return None

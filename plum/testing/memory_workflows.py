@@ -85,6 +85,9 @@ class MemoryWorkflows:
     async def run_nodes(self, run_id: str) -> list[NodeRecord]:
         return list(self._run_nodes.get(run_id, {}).values())
 
+    async def run_with_nodes(self, run_id: str) -> tuple[WorkflowRun, list[NodeRecord]]:
+        return await self.get_run(run_id), await self.run_nodes(run_id)
+
     async def active_runs(self) -> list[WorkflowRun]:
         return [r for r in self._runs.values() if r.state not in RUN_TERMINAL]
 

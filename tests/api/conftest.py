@@ -24,7 +24,8 @@ async def make_client(tmp_path, clock):
     async def make(dist=None, **environ):
         config = load_config(
             None,
-            environ={"CONTROLLER_DATA_DIR": str(tmp_path / "data"), **environ},
+            environ={"CONTROLLER_DATA_DIR": str(tmp_path / "data"),
+                     "CONTROLLER_GRPC_ADDR": "127.0.0.1:0", **environ},
             dotenv=None,
         )
         role = ControllerRole(config, clock)

@@ -2,8 +2,8 @@
 
 import asyncio
 
-from plum.api.stream import pump
-from plum.bus import Bus, NodeChanged
+from plum.api.stream import OpenStreams, pump
+from plum.bus import END, Bus, NodeChanged
 from plum.engine.model import Node
 from plum.testing import FakeClock
 from tests.support.sse import EventStream
@@ -50,3 +50,15 @@ async def test_keepalive_comment_on_idle_stream():
     sink = Sink()
     await asyncio.wait_for(pump(sub, sink, keepalive=0.01), 5)
     assert sink.frames[:2] == [b": keep-alive\n\n", b": keep-alive\n\n"]
+
+
+async def test_a_stream_opened_during_shutdown_ends_at_once():
+    bus = Bus(FakeClock())
+    streams = OpenStreams()
+    early = bus.subscribe()
+    streams.add(early)
+    streams.end_all()
+    late = bus.subscribe()
+    streams.add(late)  # raced the shutdown: must not hold the server open
+    assert await early.get() is END
+    assert await late.get() is END

@@ -173,7 +173,7 @@ async def test_run_def_starts_at_once_and_merges_the_default_payload(plum):
     client, svc = plum
     d = await create_def(client, name="merge", defaultPayload={"a": 1, "b": 2}, timeoutSec=30,
                          labels={"team": "a"})
-    failed = changed(svc.bus, name="merge", state=TaskState.FAILED)
+    waiting = changed(svc.bus, name="merge", reason="waiting for a worker serving 'merge'")
     response = await client.post(
         f"/v1/task-defs/{d['defId']}?action=run",
         json={"payload": {"b": 3, "c": 4}, "timeoutSec": 7, "labels": {"run": "1"}},
@@ -186,7 +186,7 @@ async def test_run_def_starts_at_once_and_merges_the_default_payload(plum):
     assert task["payload"] == {"a": 1, "b": 3, "c": 4}
     assert task["timeoutSec"] == 7
     assert task["labels"] == {"team": "a", "run": "1"}
-    await settle(failed)  # no builtin serves "merge"
+    await settle(waiting)  # no builtin or worker serves "merge": it waits Pending
     stored = await get_task(client, task["taskId"])
     assert stored["payload"] == {"a": 1, "b": 3, "c": 4}
 
@@ -194,11 +194,11 @@ async def test_run_def_starts_at_once_and_merges_the_default_payload(plum):
 async def test_run_def_without_body_uses_the_defaults(plum):
     client, svc = plum
     d = await create_def(client, name="plain", defaultPayload={"a": 1})
-    failed = changed(svc.bus, name="plain", state=TaskState.FAILED)
+    waiting = changed(svc.bus, name="plain", reason="waiting for a worker serving 'plain'")
     response = await client.post(f"/v1/task-defs/{d['defId']}?action=run")
     assert response.status == 201, await response.text()
     assert (await response.json())["payload"] == {"a": 1}
-    await settle(failed)
+    await settle(waiting)
 
 
 async def test_run_unknown_def_is_404_and_stores_nothing(plum):
@@ -213,9 +213,10 @@ async def test_deleting_a_referenced_def_is_409_unless_forced(plum):
     client, svc = plum
     d = await create_def(client, name="referenced")
     for _ in range(2):
-        failed = changed(svc.bus, name="referenced", state=TaskState.FAILED)
+        waiting = changed(svc.bus, name="referenced", state=TaskState.PENDING,
+                          reason="waiting for a worker serving 'referenced'")
         assert (await client.post(f"/v1/task-defs/{d['defId']}?action=run")).status == 201
-        await settle(failed)
+        await settle(waiting)
     response = await client.delete(f"/v1/task-defs/{d['defId']}")
     assert response.status == 409
     body = await response.json()
@@ -298,13 +299,18 @@ async def test_fail_fails_with_the_message(plum, payload, error):
     assert done["attempts"][-1]["error"] == error
 
 
-async def test_embedded_name_nobody_serves_fails(plum):
+async def test_embedded_name_nobody_serves_waits_pending_until_its_timeout(plum, clock):
     client, svc = plum
-    failed = changed(svc.bus, name="reports.build", state=TaskState.FAILED)
-    task = await create(client, name="reports.build", autoStart=True)
-    await settle(failed)
+    waiting = changed(svc.bus, name="reports.build",
+                      reason="waiting for a worker serving 'reports.build'")
+    task = await create(client, name="reports.build", autoStart=True, timeoutSec=5)
+    await settle(waiting)
+    assert (await get_task(client, task["taskId"]))["state"] == "Pending"
+    timed_out = changed(svc.bus, task["taskId"], state=TaskState.TIMEOUT)
+    clock.advance(5)
+    await settle(timed_out)
     done = await get_task(client, task["taskId"])
-    assert done["error"] == "no worker serves task 'reports.build'"
+    assert done["error"] == "timed out after 5s"
 
 
 async def test_delay_runs_until_the_clock_reaches_it(plum, clock):
@@ -488,10 +494,10 @@ async def test_list_filters_newest_first_with_total(plum):
     b = await create(client, name="builtin.fail", autoStart=True)
     await settle(failed)
     c = await create(client, name="builtin.echo")
-    d_def = await create_def(client, name="listed")
-    failed = changed(svc.bus, name="listed", state=TaskState.FAILED)
+    d_def = await create_def(client, name="listed")  # no worker serves it: it waits Pending
+    waiting = changed(svc.bus, name="listed", reason="waiting for a worker serving 'listed'")
     d = await (await client.post(f"/v1/task-defs/{d_def['defId']}?action=run")).json()
-    await settle(failed)
+    await settle(waiting)
 
     def ids(tasks):
         return [t["taskId"] for t in tasks]
@@ -500,14 +506,15 @@ async def test_list_filters_newest_first_with_total(plum):
     assert everything.headers["X-Total-Count"] == "4"
     assert ids(await everything.json()) == [d["taskId"], c["taskId"], b["taskId"], a["taskId"]]
     assert ids(await list_tasks(client, state="Queued")) == [c["taskId"], a["taskId"]]
-    assert ids(await list_tasks(client, state="Failed")) == [d["taskId"], b["taskId"]]
+    assert ids(await list_tasks(client, state="Failed")) == [b["taskId"]]
+    assert ids(await list_tasks(client, state="Pending")) == [d["taskId"]]
     assert ids(await list_tasks(client, name="builtin.echo")) == [c["taskId"], a["taskId"]]
     assert ids(await list_tasks(client, defId=d_def["defId"])) == [d["taskId"]]
     assert ids(await list_tasks(client, defId=builtin_def_id("builtin.fail"))) == [b["taskId"]]
     assert ids(await list_tasks(client, state="Queued", name="builtin.fail")) == []
-    page = await client.get("/v1/tasks", params={"limit": 2, "offset": 1, "state": "Failed"})
+    page = await client.get("/v1/tasks", params={"limit": 2, "offset": 1, "state": "Queued"})
     assert page.headers["X-Total-Count"] == "2"
-    assert ids(await page.json()) == [b["taskId"]]
+    assert ids(await page.json()) == [a["taskId"]]
     # newest by creation, not by the last change
     succeeded = changed(svc.bus, a["taskId"], state=TaskState.SUCCEEDED)
     await client.post(f"/v1/tasks/{a['taskId']}?action=start")

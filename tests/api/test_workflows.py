@@ -191,16 +191,22 @@ async def test_sequential_steps_run_in_ord_order(plum):
     assert inline["dagNodeId"] == "step3"
 
 
-async def test_inline_step_without_a_worker_fails_at_run_time(plum):
+async def test_inline_step_without_a_worker_waits_then_times_out(plum, clock):
     client, svc = plum
     created = await create_wf(client, {"name": "nobody", "steps": [
-        {"name": "custom.thing", "executor": "embedded", "payload": {}}]})
-    detail = await run_to_end(client, svc, created["workflowId"])
+        {"name": "custom.thing", "executor": "embedded", "payload": {}, "timeoutSec": 5}]})
+    ended = run_ends(svc.bus, created["workflowId"])
+    waiting = task_reaches(svc.bus, "Pending", name="custom.thing",
+                           reason="waiting for a worker serving 'custom.thing'")
+    await start(client, created["workflowId"])
+    await settle(waiting)
+    clock.advance(5)
+    await settle(ended)
+    detail = await get_run(client, (await ended).run.run_id)
     assert detail["state"] == "Failed"
     node = nodes_of(detail)["step1"]
-    assert node["state"] == "Failed"
-    assert "no worker serves task 'custom.thing'" in node["error"]
-    assert "no worker serves task" in detail["error"]
+    assert node["state"] == "Timeout"
+    assert "timed out after 5s" in node["error"]
 
     # without an executor, a name nothing defines is refused up front
     error = await rejected(client, {"name": "undefined", "steps": [{"name": "custom.thing"}]})

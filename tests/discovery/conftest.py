@@ -39,7 +39,10 @@ async def controller(tmp_path, clock):
     """(client, services) of an in-process controller on a real SQLite file."""
     async with AsyncExitStack() as stack:
         config = load_config(
-            None, environ={"CONTROLLER_DATA_DIR": str(tmp_path / "data")}, dotenv=None
+            None,
+            environ={"CONTROLLER_DATA_DIR": str(tmp_path / "data"),
+                     "CONTROLLER_GRPC_ADDR": "127.0.0.1:0"},
+            dotenv=None,
         )
         role = ControllerRole(config, clock)
         await role.start_core(stack)

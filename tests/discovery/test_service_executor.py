@@ -180,7 +180,7 @@ async def test_unknown_service_grpc_and_bad_labels_are_failures(executor, two):
     missing = await executor.run(task("nope"), SimpleContext())
     assert missing.error == "no healthy endpoint for service 'nope'"
     grpc = await executor.run(task(serviceProtocol="grpc"), SimpleContext())
-    assert not grpc.ok and "gRPC service calls are not supported yet" in grpc.error
+    assert not grpc.ok and "servicePath" in grpc.error  # /task is no gRPC method
     bad_port = await executor.run(task(servicePort="http"), SimpleContext())
     assert not bad_port.ok and "servicePort" in bad_port.error
     bad_strategy = await executor.run(task(lbStrategy="fastest"), SimpleContext())

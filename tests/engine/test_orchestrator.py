@@ -151,10 +151,15 @@ async def test_cancel_stops_the_executor(h):
     assert (await h.store.get_task(task.task_id)).state == S.CANCELED
 
 
-async def test_unknown_embedded_task_fails_clearly(h):
-    failed = h.bus.wait_for(lambda e: isinstance(e, TaskChanged) and e.task.state == S.FAILED)
-    await h.submit("reports.build")
-    assert (await wait(failed)).task.error == "no worker serves task 'reports.build'"
+async def test_unknown_embedded_task_waits_pending_for_a_worker_until_its_deadline(h):
+    reason = h.bus.wait_for(lambda e: isinstance(e, TaskChanged) and e.task.reason != "")
+    task = await h.submit("reports.build", timeout_sec=5)
+    event = await wait(reason)
+    assert event.task.state == S.PENDING
+    assert event.task.reason == "waiting for a worker serving 'reports.build'"
+    timed_out = h.reaches(task.task_id, S.TIMEOUT)
+    h.clock.advance(5)
+    assert (await wait(timed_out)).task.error == "timed out after 5s"
 
 
 async def test_os_process_waits_pending_for_an_agent(h):

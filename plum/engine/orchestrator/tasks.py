@@ -117,7 +117,7 @@ class TaskEngine:
                 log.info("task_awaiting_adoption", task_id=task.task_id, attempt=task.attempt,
                          node=task.scheduled_on)
                 if task.timeout_sec > 0:
-                    started = (task.started_at or 0) / 1000
+                    started = task.started_at if task.started_at is not None else now
                     at = max(now, started + task.timeout_sec)
                     self._carry_out(ArmTimeout(task.task_id, task.attempt, at))
                 continue

@@ -1,0 +1,122 @@
+"""HTTP workers: the controller POSTs `{taskId, name, payload, attempt}` as JSON to the
+worker's URL. A 2xx answer succeeds with the JSON body (or the text) as result; any other
+status is a failure result. A connection error fails the task and marks the worker
+unhealthy until its next heartbeat. No total timeout: the engine owns deadlines and cancels
+the call, which abandons the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from plum.executors.base import ExecutionRequest, ExecutionResult
+from plum.executors.workers import Dispatch
+from plum.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+SHORT_BODY_CHARS = 200
+
+Unreachable = Callable[[str, "HttpLink", str], None]
+
+
+class HttpWorkers:
+    """The one client session HTTP workers are called through."""
+
+    def __init__(self, *, connect_timeout: float = 5.0,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+        self._connect_timeout = connect_timeout
+        self._max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpWorkers:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def link(self, worker_id: str, url: str, on_unreachable: Unreachable) -> HttpLink:
+        return HttpLink(self, worker_id, url, on_unreachable)
+
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        if self._session is None:
+            raise aiohttp.ClientConnectionError("the HTTP worker client is closed")
+        headers = {"Content-Type": "application/json"}
+        async with self._session.post(url, data=body, headers=headers) as response:
+            if (response.content_length or 0) > self._max_response_bytes:
+                raise _TooLarge()
+            raw = await response.content.read(self._max_response_bytes + 1)
+            if len(raw) > self._max_response_bytes:
+                raise _TooLarge()
+            return response.status, raw
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class HttpLink:
+    """A worker's URL, as a `WorkerLink`."""
+
+    def __init__(self, client: HttpWorkers, worker_id: str, url: str,
+                 on_unreachable: Unreachable):
+        self._client = client
+        self.worker_id = worker_id
+        self.url = url
+        self._on_unreachable = on_unreachable
+
+    def send(self, request: ExecutionRequest) -> None:
+        return None  # the call happens in `wait`
+
+    async def wait(self, dispatch: Dispatch) -> ExecutionResult:
+        request = dispatch.request
+        body = msgspec.json.encode({
+            "taskId": request.task_id, "name": request.name, "payload": request.payload,
+            "attempt": request.attempt,
+        })
+        try:
+            status, raw = await self._client.post(self.url, body)
+        except aiohttp.ClientConnectionError as exc:
+            reason = str(exc) or type(exc).__name__
+            self._on_unreachable(self.worker_id, self, reason)
+            return ExecutionResult.failure(f"worker {self.worker_id!r} unreachable: {reason}")
+        except _TooLarge:
+            return ExecutionResult.failure(
+                f"worker {self.worker_id!r} answered more than {MAX_RESPONSE_BYTES} bytes")
+        except aiohttp.ClientError as exc:
+            return ExecutionResult.failure(f"call to worker {self.worker_id!r} failed: {exc}")
+        result = _decode(raw)
+        if 200 <= status < 300:
+            return ExecutionResult.success(result)
+        return ExecutionResult.failure(f"worker answered HTTP {status}: {_short(raw)}", result)
+
+    def cancel(self, request: ExecutionRequest) -> None:
+        return None  # the canceled call closes its connection
+
+    def close(self, reason: str) -> None:
+        return None
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw.decode(errors="replace")
+
+
+def _short(raw: bytes) -> str:
+    text = " ".join(raw.decode(errors="replace").split())
+    if len(text) > SHORT_BODY_CHARS:
+        return text[: SHORT_BODY_CHARS - 3] + "..."
+    return text or "(empty body)"
