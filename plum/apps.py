@@ -104,10 +104,12 @@ class AppService:
         return digest.hexdigest(), size
 
     async def _record(self, partial: Path, sha256: str, size: int, meta: AppMeta) -> App:
+        # Each service is registered under the app's version.
         app = App(
             artifact_id=new_id(), name=meta.name, version=meta.version, kind=AppKind.ZIP,
             url=f"/artifacts/{sha256}.zip", sha256=sha256, size_bytes=size,
-            services=meta.services, created_at=round(self._clock.now(), 3),
+            services=[msgspec.structs.replace(s, version=meta.version) for s in meta.services],
+            created_at=round(self._clock.now(), 3),
         )
         final = self._dir / f"{sha256}.zip"
         async with self._files:

@@ -40,3 +40,14 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def clock_timer(clock: Clock, delay: float) -> tuple[asyncio.Future[None], TimerHandle]:
+    """A future that `clock` resolves `delay` seconds from now (cancel the handle when done)."""
+    future = asyncio.get_running_loop().create_future()
+    return future, clock.call_at(clock.now() + delay, _resolve, future)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

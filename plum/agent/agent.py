@@ -276,6 +276,7 @@ async def run_node_agent(
         node_id=agent.node_id, data_dir=config.agent_data_path, clock=clock,
         report=agent.report_status, controller_base=controller_base,
         grpc_addr=config.server.grpc_addr, token=config.agent_token or None,
+        node_ip=config.agent.ip,
     )
     agent.supervisor = supervisor
     async with supervisor.running(stop_on_exit=stop_apps_on_exit), \

@@ -10,7 +10,8 @@ Restart policy: a non-zero exit (or a signal) is `Failed` and restarted; a clean
 0) is `Completed` and stays so until the assignment changes. `restarts` counts automatic
 restarts; the backoff doubles from `backoff_base` to `backoff_max` and starts over once the
 process has stayed up `STABLE_AFTER` seconds. With services, the instance is healthy once
-the first service port accepts a connection on 127.0.0.1 (tried until `HEALTH_DEADLINE`);
+the first service port accepts a connection at the node's address, where discovery sends
+clients (`node_ip`, given to the app as `PLUM_NODE_IP`; tried until `HEALTH_DEADLINE`);
 without, as soon as it runs.
 
 `instance.json` in the directory records the running process (pid, start time, assignment)
@@ -33,7 +34,7 @@ from pathlib import Path
 import msgspec
 
 from plum.agent.artifacts import AppMeta, read_meta_file
-from plum.agent.processes import AppProcess, OutputPump, RotatingLog, clock_timer
+from plum.agent.processes import AppProcess, OutputPump, RotatingLog
 from plum.agent.protocol import (
     Assignment,
     DesiredState,
@@ -41,10 +42,10 @@ from plum.agent.protocol import (
     InstanceStatus,
     ServiceEndpoint,
 )
-from plum.clock import Clock
+from plum.clock import Clock, clock_timer
 from plum.errors import Invalid, TooLarge, Unavailable
-from plum.executors.os_process import _run_to_completion, _signal_name
 from plum.logging import get_logger
+from plum.procgroup import run_to_completion, signal_name
 
 log = get_logger(__name__)
 
@@ -71,6 +72,7 @@ class InstanceConfig:
     backoff_max: float
     log_max_bytes: int
     log_backups: int
+    node_ip: str = "127.0.0.1"  # the agent's address: apps listen there, probes go there
 
 
 class State(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -180,7 +182,7 @@ class Instance:
                 finally:
                     self._cancel_probe()
         finally:
-            await _run_to_completion(self._finish())
+            await run_to_completion(self._finish())
 
     async def _follow_assignment(self) -> None:
         while not (self.removed or self._closing):
@@ -302,6 +304,7 @@ class Instance:
             "PLUM_APP_NAME": a.app_name or self._meta.name,
             "PLUM_APP_VERSION": a.app_version or self._meta.version,
             "WORKER_NODE_ID": config.node_id,
+            "PLUM_NODE_IP": config.node_ip,
             "CONTROLLER_BASE": config.controller_base,
             "CONTROLLER_GRPC_ADDR": config.grpc_addr,
             # The interpreter Plum runs on, so Python apps can use the Plum SDK.
@@ -408,15 +411,15 @@ class Instance:
         )
         if services:
             self._probe = self._tg.create_task(
-                self._wait_healthy(services[0].port, self._process.pid),
+                self._wait_healthy(self._config.node_ip, services[0].port, self._process.pid),
                 name=f"probe-{self.assignment.instance_id}",
             )
 
-    async def _wait_healthy(self, port: int, pid: int) -> None:
-        """Healthy once `port` on 127.0.0.1 accepts a connection, tried until the deadline."""
+    async def _wait_healthy(self, host: str, port: int, pid: int) -> None:
+        """Healthy once `host:port` accepts a connection, tried until the deadline."""
         deadline = self._clock.monotonic() + HEALTH_DEADLINE
         delay = _PROBE_FIRST
-        while not await _accepts(port):
+        while not await _accepts(host, port):
             if self._clock.monotonic() + delay > deadline:
                 self._report(
                     InstancePhase.RUNNING, pid=pid,
@@ -458,14 +461,14 @@ def _describe_exit(code: int | None) -> str:
     if code is None:
         return "exited (exit code unknown: started by an earlier agent)"
     if code < 0:
-        return f"killed by signal {_signal_name(-code)}"
+        return f"killed by signal {signal_name(-code)}"
     return f"exited with code {code}"
 
 
-async def _accepts(port: int) -> bool:
+async def _accepts(host: str, port: int) -> bool:
     try:
         async with asyncio.timeout(_PROBE_CONNECT):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return False
     writer.close()

@@ -24,9 +24,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from plum.clock import Clock, TimerHandle
-from plum.executors.os_process import _REAP_TIMEOUT, _signal_group
+from plum.clock import Clock
 from plum.logging import get_logger
+from plum.procgroup import signal_group, stop_group
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ class AppProcess:
 
     def _on_exit(self) -> None:
         self._close_pidfd()
-        _signal_group(self.pid, signal.SIGKILL)  # the rest of the group goes with its leader
+        signal_group(self.pid, signal.SIGKILL)  # the rest of the group goes with its leader
         code = self._reap()
         if not self.exited.done():
             self.exited.set_result(code)
@@ -116,16 +116,7 @@ class AppProcess:
 
     async def terminate(self, clock: Clock, grace: float) -> None:
         """SIGTERM the group, SIGKILL it once the leader exits or `grace` passes on `clock`."""
-        _signal_group(self.pid, signal.SIGTERM)
-        if not self.exited.done():
-            timer, handle = clock_timer(clock, grace)
-            try:
-                await asyncio.wait([self.exited, timer], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                handle.cancel()
-        _signal_group(self.pid, signal.SIGKILL)
-        if not self.exited.done():
-            await asyncio.wait([self.exited], timeout=_REAP_TIMEOUT)
+        await stop_group(self.pid, self.exited, grace, clock)
 
 
 def kill_stale_group(pgid: int, start_ticks: int) -> None:
@@ -137,18 +128,7 @@ def kill_stale_group(pgid: int, start_ticks: int) -> None:
     identity = process_identity(pgid)
     if identity is not None and identity[1] != start_ticks:
         return
-    _signal_group(pgid, signal.SIGKILL)
-
-
-def clock_timer(clock: Clock, delay: float) -> tuple[asyncio.Future[None], TimerHandle]:
-    """A future that `clock` resolves `delay` seconds from now (cancel the handle when done)."""
-    future = asyncio.get_running_loop().create_future()
-    return future, clock.call_at(clock.now() + delay, _resolve, future)
-
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
+    signal_group(pgid, signal.SIGKILL)
 
 
 class RotatingLog:

@@ -39,8 +39,8 @@ from plum.agent.processes import AppProcess, kill_stale_group
 from plum.agent.protocol import Assignment, Assignments, InstancePhase, InstanceStatus
 from plum.clock import Clock
 from plum.errors import InvalidState
-from plum.executors.os_process import _run_to_completion
 from plum.logging import get_logger
+from plum.procgroup import run_to_completion
 
 log = get_logger(__name__)
 
@@ -59,6 +59,7 @@ class Supervisor:
         controller_base: str,
         grpc_addr: str,
         token: str | None = None,
+        node_ip: str = "127.0.0.1",
         kill_grace: float = 5.0,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -71,7 +72,7 @@ class Supervisor:
         self.config = InstanceConfig(
             node_id=node_id, controller_base=controller_base, grpc_addr=grpc_addr,
             kill_grace=kill_grace, backoff_base=backoff_base, backoff_max=backoff_max,
-            log_max_bytes=log_max_bytes, log_backups=log_backups,
+            log_max_bytes=log_max_bytes, log_backups=log_backups, node_ip=node_ip,
         )
         self.reserved = frozenset(
             {STATE_FILE, f".{STATE_FILE}.tmp", PIPE_FILE, LOG_FILE}
@@ -245,7 +246,7 @@ class Supervisor:
                     message="not assigned" if remove_dir else "", reported_at=self.clock.now(),
                 ))
 
-        await _run_to_completion(discard())
+        await run_to_completion(discard())
 
 
 def _reinstall(zip_path: Path, dest: Path, reserved: frozenset[str]) -> AppMeta:

@@ -17,8 +17,7 @@ import codecs
 import os
 import re
 import shlex
-import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -32,12 +31,12 @@ from plum.executors.base import (
     ExecutorKind,
     LogStream,
 )
+from plum.procgroup import run_to_completion, signal_name, stop_group
 
 DEFAULT_OUTPUT_CAP = 1024 * 1024
 DEFAULT_KILL_GRACE = 5.0
 DEFAULT_DRAIN_GRACE = 1.0
 MAX_LOG_LINE = 64 * 1024  # a longer line reaches `log` in pieces of this many characters
-_REAP_TIMEOUT = 5.0  # after SIGKILL; only a process stuck in the kernel takes longer
 
 LogFn = Callable[[LogStream, str], None]
 OnSpawn = Callable[[int], Awaitable[None]]
@@ -206,7 +205,7 @@ async def run_process(
         proto.detach()
         try:
             if not finished:
-                await _run_to_completion(_stop_group(pid, proto.exited, kill_grace))
+                await run_to_completion(stop_group(pid, proto.exited, kill_grace))
         finally:
             transport.close()
     return _result(spec, transport.get_returncode(), proto, clock.monotonic() - started)
@@ -262,15 +261,8 @@ def _result(
     if code == 0:
         return ExecutionResult.success(result)
     if code is not None and code < 0:
-        return ExecutionResult.failure(f"process killed by signal {_signal_name(-code)}", result)
+        return ExecutionResult.failure(f"process killed by signal {signal_name(-code)}", result)
     return ExecutionResult.failure(f"process exited with code {code}", result)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 async def _wait_first(*futures: asyncio.Future, timeout: float | None = None) -> None:
@@ -278,37 +270,6 @@ async def _wait_first(*futures: asyncio.Future, timeout: float | None = None) ->
     done, _ = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     for future in done:
         future.result()
-
-
-async def _stop_group(pid: int, exited: asyncio.Future, kill_grace: float) -> None:
-    """SIGTERM the group, give the leader `kill_grace` to exit, SIGKILL the group, reap."""
-    _signal_group(pid, signal.SIGTERM)
-    if not exited.done():
-        await asyncio.wait([exited], timeout=kill_grace)
-    _signal_group(pid, signal.SIGKILL)
-    if not exited.done():
-        await asyncio.wait([exited], timeout=_REAP_TIMEOUT)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass  # the group is already empty
-
-
-async def _run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
-    """Await `coro` to its end even if we are cancelled meanwhile, then re-raise that."""
-    task = asyncio.create_task(coro)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            interrupted = True
-    if interrupted:
-        raise asyncio.CancelledError
-    task.result()
 
 
 class OsProcessExecutor:

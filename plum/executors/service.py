@@ -17,7 +17,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import msgspec
@@ -27,6 +27,7 @@ from plum.discovery.model import Endpoint, ServiceProtocol
 from plum.discovery.registry import DiscoveryQuery, ServiceRegistry
 from plum.errors import Invalid, Unavailable
 from plum.executors.base import ExecutionContext, ExecutionRequest, ExecutionResult, ExecutorKind
+from plum.executors.bodies import MAX_RESPONSE_BYTES, BodyTooLarge, http_result, read_capped
 from plum.executors.service_grpc import METHOD as GRPC_METHOD
 from plum.executors.service_grpc import GrpcCalls, Unreachable
 from plum.logging import get_logger
@@ -34,8 +35,6 @@ from plum.logging import get_logger
 log = get_logger(__name__)
 
 DEFAULT_PATH = "/task"
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-SHORT_BODY_CHARS = 200
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -162,52 +161,17 @@ class ServiceExecutor:
         headers = {"Content-Type": "application/json"}
         try:
             async with session.post(url, data=body, headers=headers) as response:
-                raw = await _read_capped(response, self._max_response_bytes)
+                raw = await read_capped(response, self._max_response_bytes)
                 status = response.status
         except aiohttp.ClientConnectionError as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
-        except _TooLarge:
+        except BodyTooLarge:
             return ExecutionResult.failure(
                 f"service answered more than {self._max_response_bytes} bytes ({url})"
             )
         except aiohttp.ClientError as exc:
             return ExecutionResult.failure(f"service call to {url} failed: {exc}")
-        result = _decode(raw)
-        if 200 <= status < 300:
-            return ExecutionResult.success(result)
-        return ExecutionResult.failure(f"service answered HTTP {status}: {_short(raw)}", result)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    if response.content_length is not None and response.content_length > cap:
-        raise _TooLarge()
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > cap:
-            raise _TooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _decode(raw: bytes) -> Any:
-    if not raw.strip():
-        return None
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return raw.decode(errors="replace")
-
-
-def _short(raw: bytes) -> str:
-    text = " ".join(raw.decode(errors="replace").split())
-    if len(text) > SHORT_BODY_CHARS:
-        return text[: SHORT_BODY_CHARS - 3] + "..."
-    return text or "(empty body)"
+        return http_result("service", status, raw)
 
 
 def _label_enum(labels: dict[str, str], name: str, enum: type[E]) -> E | None:

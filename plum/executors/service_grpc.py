@@ -22,6 +22,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from plum.discovery.model import Endpoint
 from plum.executors.base import ExecutionResult
+from plum.executors.bodies import body_value
 
 METHOD = re.compile(r"^/[A-Za-z0-9_.]+/[A-Za-z0-9_]+$")
 
@@ -39,12 +40,7 @@ class JsonCodec(CodecBase):
         return msgspec.json.encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        if not data.strip():
-            return None
-        try:
-            return msgspec.json.decode(data)
-        except msgspec.DecodeError:
-            return data.decode(errors="replace")
+        return body_value(data)
 
 
 class GrpcCalls:

@@ -8,19 +8,16 @@ the call, which abandons the request.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import msgspec
 
 from plum.executors.base import ExecutionRequest, ExecutionResult
+from plum.executors.bodies import MAX_RESPONSE_BYTES, BodyTooLarge, http_result, read_capped
 from plum.executors.workers import Dispatch
 from plum.logging import get_logger
 
 log = get_logger(__name__)
-
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-SHORT_BODY_CHARS = 200
 
 Unreachable = Callable[[str, "HttpLink", str], None]
 
@@ -52,16 +49,11 @@ class HttpWorkers:
             raise aiohttp.ClientConnectionError("the HTTP worker client is closed")
         headers = {"Content-Type": "application/json"}
         async with self._session.post(url, data=body, headers=headers) as response:
-            if (response.content_length or 0) > self._max_response_bytes:
-                raise _TooLarge()
-            raw = await response.content.read(self._max_response_bytes + 1)
-            if len(raw) > self._max_response_bytes:
-                raise _TooLarge()
-            return response.status, raw
+            return response.status, await read_capped(response, self._max_response_bytes)
 
-
-class _TooLarge(Exception):
-    pass
+    @property
+    def max_response_bytes(self) -> int:
+        return self._max_response_bytes
 
 
 class HttpLink:
@@ -89,34 +81,15 @@ class HttpLink:
             reason = str(exc) or type(exc).__name__
             self._on_unreachable(self.worker_id, self, reason)
             return ExecutionResult.failure(f"worker {self.worker_id!r} unreachable: {reason}")
-        except _TooLarge:
-            return ExecutionResult.failure(
-                f"worker {self.worker_id!r} answered more than {MAX_RESPONSE_BYTES} bytes")
+        except BodyTooLarge:
+            return ExecutionResult.failure(f"worker {self.worker_id!r} answered more than "
+                                           f"{self._client.max_response_bytes} bytes")
         except aiohttp.ClientError as exc:
             return ExecutionResult.failure(f"call to worker {self.worker_id!r} failed: {exc}")
-        result = _decode(raw)
-        if 200 <= status < 300:
-            return ExecutionResult.success(result)
-        return ExecutionResult.failure(f"worker answered HTTP {status}: {_short(raw)}", result)
+        return http_result("worker", status, raw)
 
     def cancel(self, request: ExecutionRequest) -> None:
         return None  # the canceled call closes its connection
 
     def close(self, reason: str) -> None:
         return None
-
-
-def _decode(raw: bytes) -> Any:
-    if not raw.strip():
-        return None
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return raw.decode(errors="replace")
-
-
-def _short(raw: bytes) -> str:
-    text = " ".join(raw.decode(errors="replace").split())
-    if len(text) > SHORT_BODY_CHARS:
-        return text[: SHORT_BODY_CHARS - 3] + "..."
-    return text or "(empty body)"

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
-import socket
-import stat
 import sys
-import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,25 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from plum.agent.protocol import InstancePhase, InstanceStatus
+from tests.support.appzips import make_zip
+from tests.support.pids import alive
 
 DEADLINE = 10.0  # generous: the machine may be loaded; never reached when all is well
 PYTHON = sys.executable
-
-
-def make_zip(files: dict[str, str | bytes], *, links: dict[str, str] | None = None) -> bytes:
-    """A zip of `files` (name -> content) plus symbolic links (name -> target)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            info = zipfile.ZipInfo(name)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (stat.S_IFREG | 0o644) << 16
-            archive.writestr(info, content)
-        for name, target in (links or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, target)
-    return buffer.getvalue()
 
 
 def app_zip(script: str, *, services: tuple[str, ...] = (), **files: str) -> bytes:
@@ -48,12 +30,6 @@ def app_zip(script: str, *, services: tuple[str, ...] = (), **files: str) -> byt
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ArtifactServer:
@@ -190,25 +166,6 @@ def notifying_app() -> bytes:
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    """Still running: exists and is not a zombie waiting for a reaper that may never come."""
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return state not in ("Z", "X")
-
-
-async def wait_gone(pid: int, deadline: float = DEADLINE) -> bool:
-    """Poll until `pid` is gone. No event exists for "a process that is not my child died"."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while alive(pid) and loop.time() < end:  # noqa: ASYNC110 - nothing to wait on instead
-        await asyncio.sleep(0.02)
-    return not alive(pid)
 
 
 def group_members(pgid: int) -> list[int]:

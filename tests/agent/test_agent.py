@@ -5,7 +5,6 @@ of all-in-one mode, end to end through the hub and the task engine."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
@@ -30,7 +29,7 @@ from plum.config import load_config
 from plum.engine.tasks import TaskState
 from plum.executors.base import ExecutionRequest, ExecutorKind
 from plum.testing import FakeClock
-from tests.agent.test_hub import Controller, settle
+from tests.support.hub import Controller, Messages, settle
 from tests.support.pids import wait_gone
 
 pytestmark = pytest.mark.timeout(30)
@@ -38,39 +37,30 @@ pytestmark = pytest.mark.timeout(30)
 SAFETY = 10.0  # never reached when all is well
 
 
-class FakeLink:
+class FakeLink(Messages):
     """Records what the agent posts; `up = False` drops posts like a link that is down
-    (`tried` has every message, delivered or not)."""
+    (`tried` has every message, delivered or not; `wait_for` looks at those)."""
 
     def __init__(self) -> None:
+        super().__init__(SAFETY)
         self.up = True
         self.posted: list = []
-        self.tried: list = []
-        self._waiters: list[tuple[Callable, asyncio.Future]] = []
+
+    @property
+    def tried(self) -> list:
+        return self.messages
 
     async def run(self, agent) -> None:
         await asyncio.Event().wait()  # linked until cancelled
 
     def post(self, message) -> bool:
-        self.tried.append(message)
-        for predicate, future in list(self._waiters):
-            if not future.done() and predicate(message):
-                future.set_result(message)
+        self.record(message)
         if self.up:
             self.posted.append(message)
         return self.up
 
     async def flush(self, timeout: float) -> None:
         return None
-
-    async def wait_for(self, kind: type, predicate: Callable = lambda m: True):
-        """The first message of `kind` the agent posted (or tried to)."""
-        for message in self.tried:
-            if isinstance(message, kind) and predicate(message):
-                return message
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append((lambda m: isinstance(m, kind) and predicate(m), future))
-        return await asyncio.wait_for(future, SAFETY)
 
 
 class FakeSupervisor:

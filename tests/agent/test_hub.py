@@ -4,10 +4,6 @@ adoption of tasks after a controller restart, assignments and instance statuses.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from contextlib import AsyncExitStack
-
 import pytest
 
 from plum.agent.protocol import (
@@ -28,129 +24,17 @@ from plum.agent.protocol import (
     TaskStarted,
     Welcome,
 )
-from plum.agenthub import AgentHub, AgentSession
-from plum.bus import Bus, NodeChanged, TaskChanged
+from plum.bus import NodeChanged
 from plum.engine.model import Health, Usage
-from plum.engine.orchestrator import TaskEngine
 from plum.engine.tasks import TaskRun, TaskState
 from plum.errors import BadRequest
-from plum.executors.agents import AgentExecutor, AgentPool
-from plum.executors.base import ExecutorKind, TargetKind
-from plum.ids import new_id
-from plum.nodes import NodeRegistry
-from plum.store.sqlite import SqliteStore
+from plum.executors.base import TargetKind
 from plum.testing import FakeClock
+from tests.support.hub import TTL, Controller, FakeConnection, Link, settle
 
 pytestmark = pytest.mark.timeout(30)
 
 S = TaskState
-SAFETY = 5.0  # never reached when all is well
-TTL = 15.0
-
-
-class FakeConnection:
-    """Records what the hub sends; `wait_for` awaits a message of a kind."""
-
-    def __init__(self) -> None:
-        self.sent: list = []
-        self.closed = False
-        self._changed = asyncio.Condition()
-
-    async def send(self, message) -> None:
-        if self.closed:
-            raise ConnectionResetError("closed")
-        async with self._changed:
-            self.sent.append(message)
-            self._changed.notify_all()
-
-    async def close(self) -> None:
-        async with self._changed:
-            self.closed = True
-            self._changed.notify_all()
-
-    def of(self, kind: type) -> list:
-        return [m for m in self.sent if isinstance(m, kind)]
-
-    async def wait_for(self, kind: type, predicate: Callable = lambda m: True):
-        async with asyncio.timeout(SAFETY), self._changed:
-            while True:
-                for message in self.sent:
-                    if isinstance(message, kind) and predicate(message):
-                        return message
-                await self._changed.wait()
-
-    async def wait_closed(self) -> None:
-        async with asyncio.timeout(SAFETY), self._changed:
-            await self._changed.wait_for(lambda: self.closed)
-
-
-class Link:
-    """One agent connection held open until `drop()`."""
-
-    def __init__(self, hub: AgentHub):
-        self.hub = hub
-        self.conn = FakeConnection()
-        self._stack = AsyncExitStack()
-        self.session: AgentSession | None = None
-
-    async def hello(self, node_id: str = "nodeB", **fields) -> Link:
-        self.session = await self._stack.enter_async_context(self.hub.session(self.conn))
-        await self.send(Hello(node_id=node_id, ip="127.0.0.2", capacity=4, **fields))
-        return self
-
-    async def send(self, message) -> None:
-        assert self.session is not None
-        await self.session.receive(message)
-
-    async def drop(self) -> None:
-        await self._stack.aclose()
-
-
-class Controller:
-    """Store, registry, pool, engine and hub, as `start_core` wires them."""
-
-    def __init__(self, tmp_path, clock: FakeClock):
-        self.path = tmp_path / "plum.db"
-        self.clock = clock
-        self.stack = AsyncExitStack()
-
-    async def start(self, *, local_node: str | None = None) -> Controller:
-        self.store = SqliteStore(self.path)
-        await self.stack.enter_async_context(self.store)
-        self.bus = Bus(self.clock)
-        self.nodes = NodeRegistry(self.store, self.bus, self.clock, ttl=TTL)
-        await self.stack.enter_async_context(self.nodes.running())
-        self.pool = AgentPool()
-        self.engine = TaskEngine(self.store, self.bus, self.clock,
-                                 {ExecutorKind.OS_PROCESS: AgentExecutor(self.pool)},
-                                 drain_grace=0.1)
-        self.hub = AgentHub(self.nodes, self.pool, self.engine, self.clock, heartbeat_sec=5.0,
-                            ttl=TTL, local_node=local_node)
-        await self.stack.enter_async_context(self.engine.running())
-        await self.stack.enter_async_context(self.hub.running())
-        return self
-
-    async def stop(self) -> None:
-        await self.stack.aclose()
-
-    def link(self) -> Link:
-        return Link(self.hub)
-
-    async def submit(self, **fields) -> TaskRun:
-        fields.setdefault("payload", {"command": "true"})
-        task = TaskRun(task_id=new_id(), name="sh", executor="os_process", state=S.QUEUED,
-                       created_at=self.clock.now(), **fields)
-        return await self.engine.submit(task, start=True)
-
-    def task_reaches(self, task_id: str, *states: S, attempt: int | None = None):
-        return self.bus.wait_for(
-            lambda e: isinstance(e, TaskChanged) and e.task.task_id == task_id
-            and e.task.state in states and (attempt is None or e.task.attempt == attempt))
-
-    def node_becomes(self, node_id: str, health: Health):
-        return self.bus.wait_for(
-            lambda e: isinstance(e, NodeChanged) and e.node.node_id == node_id
-            and e.node.health == health)
 
 
 @pytest.fixture
@@ -163,10 +47,6 @@ async def ctl(tmp_path, clock):
     controller = await Controller(tmp_path, clock).start()
     yield controller
     await controller.stop()
-
-
-async def settle(future):
-    return await asyncio.wait_for(future, SAFETY)
 
 
 async def run_on(ctl: Controller, link: Link, **fields) -> tuple[TaskRun, RunTask]:

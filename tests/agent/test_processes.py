@@ -19,7 +19,8 @@ from plum.agent.processes import (
     process_identity,
 )
 from plum.testing.clock import FakeClock
-from tests.agent.apps import alive, group_members, wait_gone
+from tests.agent.apps import group_members
+from tests.support.pids import alive, wait_gone
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -32,17 +32,16 @@ from tests.agent.apps import (
     PYTHON,
     ArtifactServer,
     Reports,
-    alive,
     app_zip,
     artifact_server,
-    free_port,
     group_members,
     make_zip,
     notifier,
     notifying_app,
     processes_in,
-    wait_gone,
 )
+from tests.support.pids import alive, wait_gone
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -3,12 +3,9 @@
 from contextlib import AsyncExitStack
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from plum.api.app import build_app
-from plum.config import load_config
-from plum.roles.controller import ControllerRole
 from plum.testing import FakeClock
+from tests.support.controller import start_controller
 
 
 @pytest.fixture
@@ -22,18 +19,8 @@ async def make_client(tmp_path, clock):
     stack = AsyncExitStack()
 
     async def make(dist=None, **environ):
-        config = load_config(
-            None,
-            environ={"CONTROLLER_DATA_DIR": str(tmp_path / "data"),
-                     "CONTROLLER_GRPC_ADDR": "127.0.0.1:0", **environ},
-            dotenv=None,
-        )
-        role = ControllerRole(config, clock)
-        await role.start_core(stack)
-        kwargs = {"dist": dist} if dist is not None else {}
-        client = TestClient(TestServer(build_app(role.services, **kwargs)))
-        await client.start_server()
-        stack.push_async_callback(client.close)
+        client, role = await start_controller(stack, tmp_path / "data", clock, dist=dist,
+                                              **environ)
         return client, role.services
 
     yield make

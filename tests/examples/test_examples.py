@@ -4,6 +4,11 @@ worker-demo: `build.py` makes a valid, reproducible app zip; unpacked as the age
 it, its `start.sh` runs a worker (with the environment the agent gives apps) that serves
 `demo.add`, `demo.wordcount` and the README's DAG workflow against a real `plum serve`,
 and drains and exits 0 on SIGTERM. The zip is also accepted by `POST /v1/apps/upload`.
+
+demo-app: `build.py` makes a valid, reproducible app zip (`--port` moves the service port);
+deployed on a real all-in-one `plum serve` with the bodies of its README's curl commands,
+it runs, is discovered at the node's address, answers there, serves the README's
+`service` task and workflow, and stops without leaving a process or an endpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -28,6 +34,7 @@ from plum.agent.artifacts import extract_app, read_app
 from plum.engine.machine import RunState
 from plum.engine.tasks import TaskState
 from plum.sdk import Client
+from tests.support.pids import wait_gone
 from tests.support.procs import PlumProcess, start_plum
 from tests.support.sse import open_stream
 
@@ -37,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DEMO = EXAMPLES / "worker-demo"
 DEADLINE = 30.0  # generous; never reached when all is well
-SMOKE_TESTED = {"worker-demo"}
+SMOKE_TESTED = {"worker-demo", "demo-app"}
 
 
 def test_every_example_has_a_smoke_test():
@@ -201,3 +208,115 @@ async def post(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
         answer = await response.json()
         assert response.status in (200, 201), answer
         return answer
+
+
+# -- demo-app --------------------------------------------------------------------------------
+DEMO_APP = EXAMPLES / "demo-app"
+
+
+def build_demo_app(out: Path, *options: str) -> Path:
+    done = subprocess.run([sys.executable, str(DEMO_APP / "build.py"), "--out", str(out),
+                           *options], capture_output=True, text=True, timeout=DEADLINE,
+                          check=True)
+    return Path(done.stdout.strip())
+
+
+def test_demo_app_builds_a_valid_reproducible_app(tmp_path):
+    first = build_demo_app(tmp_path / "one")
+    assert first == tmp_path / "one" / "demo-app-1.0.0.zip"
+    meta = read_app(first)  # the agent's own checks
+    assert (meta.name, meta.version) == ("demo-app", "1.0.0")
+    assert [(s.service_name, s.protocol, s.port) for s in meta.services] == [
+        ("demo", "http", 18080)]
+    with zipfile.ZipFile(first) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+    assert set(infos) == {"start.sh", "meta.ini", "server.py"}
+    assert infos["start.sh"].external_attr >> 16 & 0o111
+    assert build_demo_app(tmp_path / "two").read_bytes() == first.read_bytes()
+    moved = read_app(build_demo_app(tmp_path / "three", "--port", "24680"))
+    assert [s.port for s in moved.services] == [24680]
+
+
+def free_service_port() -> int:
+    """A port below the ephemeral range, free on 127.0.0.1 (where the demo app listens)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port")
+
+
+def readme_body(readme: str, command: str, **values: str) -> dict:
+    """The JSON body of the README's `curl ... -X POST <command> -d '...'`, with its shell
+    variables (`'$NAME'`) replaced by `values`."""
+    found = re.search(re.escape(f"POST {command} -d '") + r"(.*?)'\n", readme, re.S)
+    assert found, f"the README's POST {command} command is gone"
+    text = found.group(1)
+    for name, value in values.items():
+        text = text.replace(f"'${name}'", value)
+    return json.loads(text)
+
+
+async def test_demo_app_deploys_is_discovered_and_serves_the_readme_calls(tmp_path):
+    port = free_service_port()
+    archive = build_demo_app(tmp_path / "dist", "--port", str(port))
+    readme = (DEMO_APP / "README.md").read_text()
+    async with start_plum(tmp_path) as plum, aiohttp.ClientSession() as session, \
+            Client(plum.url) as client:
+        base = plum.url
+        app = await upload(session, plum, archive)
+        async with session.get(f"{base}/v1/nodes") as response:
+            [node] = await response.json()
+        body = readme_body(readme, "$PLUM/v1/deployments", ARTIFACT=app["artifactId"],
+                           NODE=node["nodeId"])
+        deployment = await post(session, f"{base}/v1/deployments", body)
+        deployment_id = deployment["deploymentId"]
+        [instance] = deployment["instances"]
+        async with open_stream(session, f"{base}/v1/stream?topics=services") as events:
+            await post(session, f"{base}/v1/deployments/{deployment_id}?action=start", {})
+            await events.wait_for(  # registered once Running and healthy
+                lambda e: e.json().get("instanceId") == instance["instanceId"]
+                and e.json().get("healthy") and not e.json().get("deleted"), DEADLINE)
+        async with session.get(f"{base}/v1/deployments/{deployment_id}") as response:
+            [running] = (await response.json())["instances"]
+        assert (running["phase"], running["healthy"]) == ("Running", True), running
+
+        async with session.get(f"{base}/v1/discovery?service=demo") as response:
+            [endpoint] = await response.json()
+        assert (endpoint["ip"], endpoint["port"], endpoint["instanceId"]) == (
+            "127.0.0.1", port, instance["instanceId"])
+        async with session.get(f"http://127.0.0.1:{port}/hello") as response:
+            hello = await response.json()
+        assert (hello["instanceId"], hello["pid"]) == (instance["instanceId"], running["pid"])
+
+        task = await post(session, f"{base}/v1/tasks", readme_body(readme, "$PLUM/v1/tasks"))
+        done = await client.wait_task(task["taskId"], DEADLINE)
+        assert done.state == TaskState.SUCCEEDED, done
+        assert done.result["greeting"] == "hello, Plum"
+        assert done.result["servedBy"]["instanceId"] == instance["instanceId"]
+
+        task_def = await post(session, f"{base}/v1/task-defs",
+                              readme_body(readme, "$PLUM/v1/task-defs"))
+        workflow = await post(session, f"{base}/v1/workflows",
+                              readme_body(readme, "$PLUM/v1/workflows", DEF=task_def["defId"]))
+        run_body = readme_body(readme, '"$PLUM/v1/workflows/<workflowId>?action=run"')
+        run = await post(session, f"{base}/v1/workflows/{workflow['workflowId']}?action=run",
+                         run_body)
+        finished = await client.wait_run(run["runId"], DEADLINE)
+        assert finished.state == RunState.SUCCEEDED, finished
+        results = {n.node_id: n.result for n in finished.nodes}
+        assert results["greet"]["greeting"] == "hello, Plum"
+        assert results["again"]["greeting"] == "hello, hello, Plum"
+
+        async with open_stream(session, f"{base}/v1/stream?topics=instances") as events:
+            await post(session, f"{base}/v1/deployments/{deployment_id}?action=stop", {})
+            await events.wait_for(
+                lambda e: e.json().get("instanceId") == instance["instanceId"]
+                and e.json().get("phase") == "Stopped", DEADLINE)
+        assert await wait_gone(running["pid"], DEADLINE)
+        async with session.get(f"{base}/v1/discovery?service=demo&all=true") as response:
+            assert await response.json() == []

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.support.pids import wait_gone
-from tests.support.procs import PlumProcess, launch_plum, start_plum
+from tests.support.procs import PlumProcess, launch_agent, start_plum
 from tests.support.sse import EventStream, SseEvent, open_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -47,9 +47,8 @@ class Cluster:
         return self.controller.url
 
     async def start_agent(self, node_id: str) -> PlumProcess:
-        self.agents[node_id] = await launch_plum(
-            self.tmp_path / node_id, "--role", "agent", "--controller", self.url,
-            "--node-id", node_id, "--agent-ip", AGENT_IPS[node_id], env=AUTH, name=node_id)
+        self.agents[node_id] = await launch_agent(
+            self.tmp_path, self.url, node_id, AGENT_IPS[node_id], env=AUTH)
         return self.agents[node_id]
 
     async def get(self, path: str):

@@ -7,8 +7,7 @@ import sys
 import aiohttp
 import pytest
 
-from tests.support.procs import launch_plum, start_plum
-from tests.support.sse import open_stream
+from tests.support.procs import launch_plum, plum_with_stream, start_plum
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +63,9 @@ async def test_bad_config_stops_startup_naming_the_key(tmp_path):
 
 
 async def test_agent_role_registers_with_a_controller(tmp_path):
-    async with (
-        start_plum(tmp_path, "--role", "controller", name="controller") as controller,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{controller.url}/v1/stream?topics=nodes") as events,
-    ):
+    async with plum_with_stream(
+        tmp_path, "nodes", "--role", "controller", name="controller"
+    ) as (controller, session, events):
         async with start_plum(
             tmp_path,
             "--role",

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.support.pids import alive, wait_gone
-from tests.support.procs import PlumProcess, start_plum
+from tests.support.procs import PlumProcess, plum_with_stream, start_plum
 from tests.support.sse import EventStream, SseEvent, open_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -102,11 +102,7 @@ async def test_os_process_success_captures_output(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     script = 'echo "$GREETING"; cat; pwd; echo warn >&2'
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-    ):
+    async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
         task_id = await create(
             session, plum, name="greet", executor="os_process", autoStart=True,
             payload={**sh(script), "env": {"GREETING": "hello"}, "input": "from stdin\n",
@@ -130,11 +126,7 @@ async def test_os_process_success_captures_output(tmp_path):
 
 
 async def test_os_process_shell_form(tmp_path):
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-    ):
+    async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
         task_id = await create(
             session, plum, name="piped", executor="os_process", autoStart=True,
             payload={"command": "echo a b c | tr ' ' '-'", "shell": True},
@@ -145,11 +137,7 @@ async def test_os_process_shell_form(tmp_path):
 
 
 async def test_os_process_failures(tmp_path):
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-    ):
+    async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
         exits = await create(session, plum, name="exit3", executor="os_process",
                              autoStart=True, payload=sh("echo partial; exit 3"))
         task = await wait_state(events, exits, *TERMINAL)
@@ -163,11 +151,7 @@ async def test_os_process_failures(tmp_path):
 
 
 async def test_timeout_kills_the_process_group(tmp_path):
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-    ):
+    async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
         # 2 s rather than 1: the pids must be printed before the deadline on a loaded machine
         task_id = await create(session, plum, name="slow", executor="os_process",
                                autoStart=True, timeoutSec=2, payload=sh(LEADER_AND_CHILD))
@@ -184,11 +168,7 @@ async def test_timeout_kills_the_process_group(tmp_path):
 
 
 async def test_cancel_kills_the_process_group(tmp_path):
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-    ):
+    async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
         task_id = await create(session, plum, name="long", executor="os_process",
                                autoStart=True, timeoutSec=600, payload=sh(LEADER_AND_CHILD))
         await wait_state(events, task_id, "Running")
@@ -211,11 +191,7 @@ async def test_logs_follow_streams_lines_while_the_process_runs(tmp_path):
     fifo = tmp_path / "go"
     os.mkfifo(fifo)
     script = f"echo one; echo two >&2; read x < '{fifo}'; echo \"three $x\""
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-    ):
+    async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
         task_id = await create(session, plum, name="talker", executor="os_process",
                                autoStart=True, timeoutSec=60, payload=sh(script))
         await wait_state(events, task_id, "Running")
@@ -298,11 +274,7 @@ async def test_restart_after_kill_9_recovers_tasks(tmp_path):
     sleeper = sh("echo $$; exec sleep 300")
     leftovers: list[int] = []
     try:
-        async with (
-            start_plum(tmp_path) as plum,
-            aiohttp.ClientSession() as session,
-            open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-        ):
+        async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
             retried = await create(session, plum, name="sleep-retried", executor="os_process",
                                    autoStart=True, timeoutSec=600, maxRetries=1,
                                    payload=sleeper)
@@ -314,11 +286,7 @@ async def test_restart_after_kill_9_recovers_tasks(tmp_path):
             queued = await create(session, plum, name="builtin.echo", executor="embedded")
             await plum.kill()
 
-        async with (
-            start_plum(tmp_path) as plum,
-            aiohttp.ClientSession() as session,
-            open_stream(session, f"{plum.url}/v1/stream?topics=tasks") as events,
-        ):
+        async with plum_with_stream(tmp_path, "tasks") as (plum, session, events):
             task = await get_task(session, plum, retried)
             assert task["attempt"] == 2, task
             assert task["state"] in ("Pending", "Running"), task

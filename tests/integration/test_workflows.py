@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support.procs import PlumProcess, start_plum
+from tests.support.procs import PlumProcess, plum_with_stream, start_plum
 from tests.support.sse import EventStream, open_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -267,11 +267,7 @@ async def wait_succeeded_nodes(session: aiohttp.ClientSession, plum: PlumProcess
 async def test_kill_9_mid_workflow_then_restart_finishes_every_node(tmp_path):
     log_path = tmp_path / "executed.log"
     log_path.touch()
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=runs") as events,
-    ):
+    async with plum_with_stream(tmp_path, "runs") as (plum, session, events):
         # maxRetries 1: an attempt lost with the controller runs once more after the restart
         append_def = await create_def(session, plum, name="append", executor="os_process",
                                       defaultPayload={"command": "/bin/sh"}, timeoutSec=60,
@@ -282,11 +278,7 @@ async def test_kill_9_mid_workflow_then_restart_finishes_every_node(tmp_path):
         await wait_succeeded_nodes(session, plum, events, run_id, KILL_AFTER)
         await plum.kill()
 
-    async with (
-        start_plum(tmp_path) as plum,
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{plum.url}/v1/stream?topics=runs") as events,
-    ):
+    async with plum_with_stream(tmp_path, "runs") as (plum, session, events):
         detail = await get_run(session, plum, run_id)
         succeeded_before = sum(1 for n in detail["nodes"] if n["state"] == "Succeeded")
         assert KILL_AFTER <= succeeded_before < CHAIN, detail["state"]

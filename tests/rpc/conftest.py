@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from plum.api.app import build_app
 from plum.api.context import Services
-from plum.config import load_config
 from plum.engine.tasks import TaskFilter, TaskState
-from plum.roles.controller import ControllerRole
 from plum.testing import FakeClock
 from tests.rpc.rawworker import RawWorker
+from tests.support.controller import start_controller
 
 
 @dataclass
@@ -38,17 +36,7 @@ class Controller:
 async def running_controller(data_dir: Path, **environ: str) -> AsyncIterator[Controller]:
     clock = FakeClock()
     async with AsyncExitStack() as stack:
-        config = load_config(
-            None,
-            environ={"CONTROLLER_DATA_DIR": str(data_dir),
-                     "CONTROLLER_GRPC_ADDR": "127.0.0.1:0", **environ},
-            dotenv=None,
-        )
-        role = ControllerRole(config, clock)
-        await role.start_core(stack)
-        client = TestClient(TestServer(build_app(role.services)))
-        await client.start_server()
-        stack.push_async_callback(client.close)
+        client, role = await start_controller(stack, data_dir, clock, **environ)
         workers = AsyncExitStack()
         ctl = Controller(client, role.services, role.grpc_addr, clock, workers)
         try:

@@ -406,6 +406,8 @@ async def http_worker():
         received.append(body)
         if body["name"] == "broken":
             return web.json_response({"why": "broken"}, status=500)
+        if body["name"] == "big":  # several network chunks: all of it must arrive
+            return web.json_response({"blob": "x" * (3 * 1024 * 1024)})
         return web.json_response({"echo": body["payload"], "taskId": body["taskId"]})
 
     app = web.Application()
@@ -447,6 +449,17 @@ async def test_http_worker_round_trip(controller, http_worker):
     assert beat.status == 200
     assert (await ctl.client.delete("/v1/workers/h-1")).status == 204
     await get_json(ctl, "/v1/workers/h-1", status=404)
+
+
+async def test_http_worker_answer_is_read_whole(controller, http_worker):
+    ctl = controller
+    url, _ = http_worker
+    response = await ctl.client.post("/v1/workers/register", json={
+        "workerId": "h-big", "nodeId": "n1", "url": url, "tasks": ["big"], "capacity": 1})
+    assert response.status == 200, await response.text()
+    done = task_reaches(ctl.svc.bus, S.SUCCEEDED, name="big")
+    await create(ctl, "big")
+    assert len((await settle(done)).task.result["blob"]) == 3 * 1024 * 1024
 
 
 async def test_http_worker_that_stops_heartbeating_gets_no_tasks(controller, http_worker):

@@ -4,7 +4,6 @@ workflows, discovery, and the JSON error shape mapped onto `PlumApiError`."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import pytest
@@ -14,7 +13,7 @@ from plum.engine.rules import NodeState
 from plum.engine.tasks import TaskState
 from plum.errors import ErrorCode
 from plum.sdk import Client, PlumApiError
-from tests.support.procs import PlumProcess, start_plum
+from tests.support.procs import PlumProcess, free_port, start_plum
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -174,12 +173,6 @@ async def test_bearer_token(tmp_path):
             task = await sdk.create_task("builtin.echo", "embedded", {"ok": True})
             done = await sdk.wait_task(task.task_id, DEADLINE)  # the stream is authorized too
             assert done.state == TaskState.SUCCEEDED
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_waits_survive_a_controller_restart(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator
 
@@ -18,7 +17,7 @@ import pytest
 from plum.engine.tasks import TaskState
 from plum.sdk import Backoff, Client, TaskContext, Worker
 from tests.sdk.fake_controller import WAIT, Conn, FakeController, fake_controller
-from tests.support.procs import PlumProcess, start_plum
+from tests.support.procs import PlumProcess, free_port, start_plum
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -319,12 +318,6 @@ def test_worker_arguments_are_checked():
 # --- against a real `plum serve` -------------------------------------------------------------
 
 DEADLINE = 30.0  # generous; never reached when all is well
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,8 @@
 `start_plum()` launches `python -m plum serve` in its own working directory (so the repo's
 plum.toml and .env never leak in), on a free port chosen by the OS, and waits for the line
 Plum prints once it is ready; it never sleeps. On exit it sends SIGTERM to that pid, and
-SIGKILL only if the process has not gone within the deadline.
+SIGKILL only if the process has not gone within the deadline. `plum_with_stream()` adds a
+client session and the server's event stream; `launch_agent()` starts `--role agent`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
+
+from tests.support.sse import EventStream, open_stream
 
 READY = re.compile(r"^Plum \S+ \((\w+)\) (?:listening on (\S+?)/? |node (\S+) ready)")
 
@@ -117,3 +123,33 @@ async def start_plum(
     finally:
         if plum.proc.returncode is None:
             await plum.terminate()
+
+
+@asynccontextmanager
+async def plum_with_stream(
+    tmp_path: Path, topics: str, *args: str, name: str = "plum"
+) -> AsyncIterator[tuple[PlumProcess, aiohttp.ClientSession, EventStream]]:
+    """`start_plum()`, a client session, and the server's `/v1/stream` of `topics`."""
+    async with (
+        start_plum(tmp_path, *args, name=name) as plum,
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{plum.url}/v1/stream?topics={topics}") as events,
+    ):
+        yield plum, session, events
+
+
+async def launch_agent(
+    tmp_path: Path, controller_url: str, node_id: str, ip: str, *,
+    env: dict[str, str] | None = None,
+) -> PlumProcess:
+    """`plum serve --role agent` for `node_id` on `ip`, in `tmp_path/<node_id>`."""
+    return await launch_plum(
+        tmp_path / node_id, "--role", "agent", "--controller", controller_url,
+        "--node-id", node_id, "--agent-ip", ip, env=env, name=node_id)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server that cannot be given port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
