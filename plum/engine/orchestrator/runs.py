@@ -70,6 +70,7 @@ class WorkflowEngine:
         self._machines: dict[str, RunMachine] = {}
         self._runs: dict[str, WorkflowRun] = {}
         self._defs: dict[str, dict[str, TaskDef | None]] = {}
+        self._task_ends: dict[str, list[TaskDone]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
         tasks.add_listener(self._on_task_end)
@@ -179,7 +180,22 @@ class WorkflowEngine:
         run_id = task.workflow_run_id
         if run_id is None or run_id not in self._machines or task.dag_node_id is None:
             return
-        self._spawn(self._handle(run_id, _task_done(task.dag_node_id, task)))
+        ends = self._task_ends.setdefault(run_id, [])
+        ends.append(_task_done(task.dag_node_id, task))
+        if len(ends) == 1:  # the first end of this turn schedules the run's handling
+            self._spawn(self._handle_task_ends(run_id))
+
+    async def _handle_task_ends(self, run_id: str) -> None:
+        """Every task end of a run that arrived before this runs, handled as one batch: the
+        machine takes them one by one, their commands are stored in one write. A fan-in of
+        thousands of tasks finishing together costs a few commits, not thousands."""
+        events = self._task_ends.pop(run_id, [])
+        machine = self._machines.get(run_id)
+        if machine is None:
+            return
+        now = round(self._clock.now(), 3)
+        commands = [c for event in events for c in machine.handle(event, now)]
+        await self._apply(run_id, commands)
 
     def _spawn(self, coro) -> None:
         if self._tg is None or self._stopping:
