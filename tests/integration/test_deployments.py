@@ -32,7 +32,7 @@ import pytest
 
 from tests.support.appzips import app_zip, make_zip
 from tests.support.pids import alive, wait_gone
-from tests.support.procs import PlumProcess, launch_plum, start_plum
+from tests.support.procs import PlumProcess, launch_agent, start_plum
 from tests.support.sse import EventStream, SseEvent, open_stream, read_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -109,9 +109,8 @@ class Cluster:
         return self.controller.url
 
     async def start_agent(self, node_id: str) -> PlumProcess:
-        self.agents[node_id] = await launch_plum(
-            self.tmp_path / node_id, "--role", "agent", "--controller", self.url,
-            "--node-id", node_id, "--agent-ip", AGENT_IPS[node_id], env=AGENT_ENV, name=node_id)
+        self.agents[node_id] = await launch_agent(
+            self.tmp_path, self.url, node_id, AGENT_IPS[node_id], env=AGENT_ENV)
         return self.agents[node_id]
 
     async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
