@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -111,7 +112,7 @@ async def _heartbeats(agent: LinkedAgent, outbox: _Outbox, clock: Clock) -> None
         await clock.sleep(agent.heartbeat_sec)
 
 
-class _Linked:
+class _Linked(ABC):
     """The reconnect loop both links share: `connect_once` runs one connection."""
 
     def __init__(self, clock: Clock, what: str):
@@ -155,8 +156,9 @@ class _Linked:
         except Exception:
             log.exception("agent_message_failed", message=type(message).__name__)
 
+    @abstractmethod
     async def _connect_once(self, agent: LinkedAgent, outbox: _Outbox) -> str:
-        raise NotImplementedError
+        """Connect, serve the link until it drops, and say why it ended."""
 
 
 class WebSocketLink(_Linked):
