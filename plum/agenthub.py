@@ -32,6 +32,8 @@ from plum.agent.protocol import (
     ControllerMessage,
     Heartbeat,
     Hello,
+    InstanceLog,
+    InstanceLogRequest,
     InstanceStatus,
     InstanceStatusMsg,
     ResultAck,
@@ -53,6 +55,7 @@ from plum.executors.base import (
     ExecutionResult,
     ExecutorKind,
 )
+from plum.ids import new_id
 from plum.logging import get_logger
 from plum.nodes import NodeHeartbeat, NodeRegistry
 
@@ -163,6 +166,7 @@ class AgentHub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._source: AssignmentSource | None = None
         self._listeners: list[StatusListener] = []
+        self._log_requests: dict[str, asyncio.Future] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
         engine.add_adopter(self._claim_orphan)
@@ -213,6 +217,24 @@ class AgentHub:
     def connected_nodes(self) -> set[str]:
         return set(self._sessions)
 
+    async def instance_log(self, node_id: str, instance_id: str, *, tail_bytes: int,
+                           timeout: float = 10.0) -> InstanceLog:
+        """Ask a node's agent for the end of an instance's log."""
+        request_id = new_id()
+        waiter = asyncio.get_running_loop().create_future()
+        self._log_requests[request_id] = waiter
+        try:
+            message = InstanceLogRequest(request_id=request_id, instance_id=instance_id,
+                                         tail_bytes=tail_bytes)
+            if not await self._send(node_id, message):
+                raise Unavailable(f"the agent of node {node_id!r} is not connected")
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            raise Unavailable(f"the agent of node {node_id!r} did not answer") from None
+        finally:
+            self._log_requests.pop(request_id, None)
+
     @asynccontextmanager
     async def session(self, conn: AgentConnection) -> AsyncIterator[AgentSession]:
         """A connection's lifetime: feed it the agent's messages; leaving it is a drop."""
@@ -245,6 +267,10 @@ class AgentHub:
                 self._log(session, message)
             case InstanceStatusMsg():
                 self._notify(message.status)
+            case InstanceLog():
+                waiter = self._log_requests.pop(message.request_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
 
     async def _hello(self, session: AgentSession, hello: Hello) -> None:
         if session.hello is not None:

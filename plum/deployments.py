@@ -59,7 +59,7 @@ from plum.engine.deployments import (
     with_replicas,
 )
 from plum.engine.model import Health, Model, Node
-from plum.errors import Conflict, Invalid, InvalidState, NotFound, PlumError
+from plum.errors import Conflict, Invalid, InvalidState, NotFound, PlumError, Unavailable
 from plum.ids import new_id, new_instance_id
 from plum.logging import get_logger
 from plum.nodes import NodeRegistry
@@ -125,6 +125,13 @@ class DeploymentDetail(Deployment, frozen=True):
     instances: list[Instance] = []
 
 
+class InstanceLogView(Model, frozen=True):
+    instance_id: str
+    node_id: str
+    text: str
+    truncated: bool = False
+
+
 class DeploymentService:
     def __init__(
         self,
@@ -150,6 +157,19 @@ class DeploymentService:
         self._hub = hub
         hub.set_assignment_source(self.assignments_for)
         hub.add_status_listener(self._reports.put_nowait)
+
+    async def instance_log(self, instance_id: str, *, tail_bytes: int) -> InstanceLogView:
+        """The end of an instance's log, fetched from the agent of its node."""
+        instance = await self._store.get_instance(instance_id)
+        if self._hub is None:
+            raise Unavailable("no agent link on this controller")
+        answer = await self._hub.instance_log(instance.node_id, instance_id,
+                                              tail_bytes=tail_bytes)
+        if not answer.found:
+            raise NotFound(f"node {instance.node_id!r} has no log for instance {instance_id!r}",
+                           field="instanceId")
+        return InstanceLogView(instance_id=instance_id, node_id=instance.node_id,
+                               text=answer.text, truncated=answer.truncated)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DeploymentService]:

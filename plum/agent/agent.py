@@ -15,6 +15,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import plum
@@ -26,6 +27,8 @@ from plum.agent.protocol import (
     ControllerMessage,
     Heartbeat,
     Hello,
+    InstanceLog,
+    InstanceLogRequest,
     InstanceStatus,
     InstanceStatusMsg,
     ResultAck,
@@ -70,6 +73,7 @@ class Supervisor(Protocol):
         """Take in what the controller wants (may be a coroutine function)."""
 
     def statuses(self) -> list[InstanceStatus]: ...
+    def log_path(self, instance_id: str) -> Path: ...
 
 
 class _Running:
@@ -167,9 +171,29 @@ class Agent:
                 done = self._unacked.get(message.task_id)
                 if done is not None and done.attempt == message.attempt:
                     del self._unacked[message.task_id]
+            case InstanceLogRequest():
+                self.post(self._instance_log(message))
+
+    def _instance_log(self, request: InstanceLogRequest) -> InstanceLog:
+        """The end of an instance's log, read from its file (bounded: a tail, never all)."""
+        answer = {"request_id": request.request_id, "instance_id": request.instance_id}
+        unsafe = "/" in request.instance_id or request.instance_id in ("", ".", "..")
+        if self.supervisor is None or unsafe:
+            return InstanceLog(**answer, found=False)
+        path = self.supervisor.log_path(request.instance_id)
+        try:
+            with path.open("rb") as fh:
+                size = fh.seek(0, 2)
+                fh.seek(max(0, size - request.tail_bytes))
+                data = fh.read(request.tail_bytes)
+        except (OSError, ValueError):
+            return InstanceLog(**answer, found=False)
+        return InstanceLog(**answer, text=data.decode(errors="replace"),
+                           truncated=size > request.tail_bytes)
 
     # -- what the agent tells the controller
-    def post(self, message: TaskStarted | TaskLog | TaskResult | InstanceStatusMsg) -> bool:
+    def post(self, message: TaskStarted | TaskLog | TaskResult | InstanceStatusMsg | InstanceLog
+             ) -> bool:
         return self._link.post(message)
 
     def report_status(self, status: InstanceStatus) -> None:

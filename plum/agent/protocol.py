@@ -156,8 +156,28 @@ class ResultAck(Message, frozen=True, tag="resultAck"):
     attempt: int
 
 
-AgentMessage = Hello | Heartbeat | InstanceStatusMsg | TaskStarted | TaskResult | TaskLog
-ControllerMessage = Welcome | Assignments | RunTask | CancelTask | ResultAck
+class InstanceLogRequest(Message, frozen=True, tag="instanceLogRequest"):
+    """The controller asks for the end of an instance's log."""
+
+    request_id: str
+    instance_id: str
+    tail_bytes: int = 64 * 1024
+
+
+class InstanceLog(Message, frozen=True, tag="instanceLog"):
+    """The agent's answer: the last `tail_bytes` of the instance's log (`found` false when
+    this node has no such instance)."""
+
+    request_id: str
+    instance_id: str
+    text: str = ""
+    truncated: bool = False
+    found: bool = True
+
+
+AgentMessage = (Hello | Heartbeat | InstanceStatusMsg | TaskStarted | TaskResult | TaskLog
+                | InstanceLog)
+ControllerMessage = Welcome | Assignments | RunTask | CancelTask | ResultAck | InstanceLogRequest
 
 _agent_decoder = msgspec.json.Decoder(AgentMessage)
 _controller_decoder = msgspec.json.Decoder(ControllerMessage)

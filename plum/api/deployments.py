@@ -19,11 +19,13 @@ from plum.api.http import (
     no_content,
     paging,
     parse_body,
+    query_int,
 )
 from plum.deployments import (
     DeploymentDetail,
     DeploymentPatch,
     DesiredBody,
+    InstanceLogView,
     NewDeployment,
     ScaleBody,
 )
@@ -117,6 +119,17 @@ async def patch_assignment(request: web.Request) -> web.Response:
 async def delete_assignment(request: web.Request) -> web.Response:
     await services(request).deployments.remove_instance(request.match_info["instanceId"])
     return no_content()
+
+
+@routes.route("GET", "/v1/instances/{instanceId}/logs", summary="The end of an instance's "
+              "log, from the agent of its node", response=InstanceLogView,
+              query=(QueryParam("tailBytes", "how much of the end, default 65536, at most 1 MiB",
+                                "integer"),))
+async def instance_logs(request: web.Request) -> web.Response:
+    tail = query_int(request, "tailBytes", 64 * 1024, lo=1, hi=1024 * 1024)
+    view = await services(request).deployments.instance_log(request.match_info["instanceId"],
+                                                            tail_bytes=tail)
+    return json_response(view)
 
 
 @routes.route("POST", "/v1/instances/status", summary="An agent's report on an instance",

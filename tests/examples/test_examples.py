@@ -183,6 +183,16 @@ async def test_worker_demo_deploys_through_the_agent_as_the_readme_says(tmp_path
         assert worker["workerId"] == worker["instanceId"] == instance["instanceId"]
         assert (worker["appName"], worker["appVersion"]) == ("worker-demo", "1.0.0")
 
+        # the instance's output is readable through the API (from its agent's log file)
+        logs_url = f"{plum.url}/v1/instances/{instance['instanceId']}/logs?tailBytes=100000"
+        async with session.get(logs_url) as response:
+            logs = await response.json()
+            assert response.status == 200, logs
+        assert "worker_started" in logs["text"], logs
+        assert logs["nodeId"] == instance["nodeId"]
+        async with session.get(f"{plum.url}/v1/instances/nope/logs") as response:
+            assert response.status == 404
+
         # apps outlive their agent: stop it before the controller goes
         url = f"{plum.url}/v1/stream?topics=instances"
         async with open_stream(session, url) as events:
