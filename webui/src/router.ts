@@ -8,6 +8,9 @@ type Lazy = () => Promise<RouteComponent>
 const BUILT: Partial<Record<PageKey, RouteComponent | Lazy>> = {
   home: HomePage,
   nodes: () => import('./views/NodesPage.vue'),
+  tasks: () => import('./views/TasksPage.vue'),
+  workflows: () => import('./views/WorkflowsPage.vue'),
+  runs: () => import('./views/RunsPage.vue'),
 }
 const PlaceholderPage: Lazy = () => import('./views/PlaceholderPage.vue')
 
@@ -23,5 +26,15 @@ const routes: RouteRecordRaw[] = PAGES.map((page) => {
 
 export const router = createRouter({
   history: createWebHistory(),
-  routes: [...routes, { path: '/:unknown(.*)*', redirect: '/' }],
+  routes: [
+    ...routes,
+    {
+      path: '/runs/:runId',
+      name: 'run',
+      meta: { page: 'runs' },
+      component: () => import('./views/RunPage.vue'),
+      props: true,
+    },
+    { path: '/:unknown(.*)*', redirect: '/' },
+  ],
 })

@@ -46,6 +46,21 @@ describe('request', () => {
     })
   })
 
+  it('keeps the list of problems of a validation error', async () => {
+    const problems = [{ field: 'edges[0].to', message: "unknown node 'zz'" }]
+    fetchMock.mockResolvedValueOnce(
+      json(422, { error: { code: 'invalid', message: 'bad', field: 'edges[0].to', problems } }),
+    )
+    const error = await request('POST', '/v1/workflows', {}).catch((e: unknown) => e)
+    expect(error).toMatchObject({ field: 'edges[0].to', problems })
+  })
+
+  it('has no problems when the server names none', async () => {
+    fetchMock.mockResolvedValueOnce(json(400, { error: { code: 'invalid', message: 'bad' } }))
+    const error = await request('POST', '/v1/tasks', {}).catch((e: unknown) => e)
+    expect(error).toMatchObject({ field: null, problems: [] })
+  })
+
   it('keeps a plain-text error readable', async () => {
     fetchMock.mockResolvedValueOnce(new Response('upstream down', { status: 502 }))
     const error = await request('GET', '/v1/nodes').catch((e: unknown) => e)

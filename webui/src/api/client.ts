@@ -1,18 +1,39 @@
 // REST client: JSON in and out, bearer token, API errors as ApiError.
 import { getToken, requestToken } from './auth'
-import type { ErrorBody, ErrorCode, NodeInfo, SystemInfo } from './types'
+import type {
+  ErrorBody,
+  ErrorCode,
+  NewTask,
+  NodeInfo,
+  Problem,
+  RunDetail,
+  SystemInfo,
+  TaskDetail,
+  TaskLogs,
+  TaskRun,
+  Workflow,
+  WorkflowRun,
+} from './types'
 
 export class ApiError extends Error {
   readonly status: number
   readonly code: ErrorCode | string
   readonly field: string | null
+  readonly problems: Problem[]
 
-  constructor(status: number, code: ErrorCode | string, message: string, field: string | null) {
+  constructor(
+    status: number,
+    code: ErrorCode | string,
+    message: string,
+    field: string | null,
+    problems: Problem[] = [],
+  ) {
     super(message)
     this.name = 'ApiError'
     this.status = status
     this.code = code
     this.field = field
+    this.problems = problems
   }
 }
 
@@ -31,8 +52,14 @@ export async function toApiError(response: Response): Promise<ApiError> {
     // not JSON: fall back to the status text below
   }
   if (isErrorBody(body)) {
-    const { code, message, field } = body.error
-    return new ApiError(response.status, code, message, field ?? null)
+    const { code, message, field, problems } = body.error
+    return new ApiError(
+      response.status,
+      code,
+      message,
+      field ?? null,
+      Array.isArray(problems) ? problems : [],
+    )
   }
   const message = text.trim() || response.statusText || `HTTP ${response.status}`
   return new ApiError(response.status, `http_${response.status}`, message, null)
@@ -64,4 +91,32 @@ export async function request<T>(method: string, path: string, body?: unknown): 
 export const api = {
   systemInfo: () => request<SystemInfo>('GET', '/v1/system/info'),
   nodes: () => request<NodeInfo[]>('GET', '/v1/nodes'),
+
+  tasks: (state?: string, limit = 200) =>
+    request<TaskRun[]>('GET', `/v1/tasks?${query({ state, limit })}`),
+  task: (id: string) => request<TaskDetail>('GET', `/v1/tasks/${id}`),
+  taskLogs: (id: string) => request<TaskLogs>('GET', `/v1/tasks/${id}/logs`),
+  createTask: (task: NewTask) => request<TaskRun>('POST', '/v1/tasks', task),
+  taskAction: (id: string, action: 'cancel' | 'rerun') =>
+    request<unknown>('POST', `/v1/tasks/${id}?action=${action}`),
+
+  workflows: () => request<Workflow[]>('GET', '/v1/workflows'),
+  createWorkflow: (definition: unknown) => request<Workflow>('POST', '/v1/workflows', definition),
+  runWorkflow: (id: string, params?: unknown) =>
+    request<WorkflowRun>(
+      'POST',
+      `/v1/workflows/${id}?action=run`,
+      params === undefined ? {} : { params },
+    ),
+
+  runs: (limit = 200) => request<WorkflowRun[]>('GET', `/v1/workflow-runs?${query({ limit })}`),
+  run: (id: string) => request<RunDetail>('GET', `/v1/workflow-runs/${id}`),
+  runAction: (id: string, action: 'cancel' | 'retry') =>
+    request<unknown>('POST', `/v1/workflow-runs/${id}?action=${action}`),
+}
+
+/** `a=1&b=x`, leaving out empty values. */
+function query(params: Record<string, string | number | undefined>): string {
+  const entries = Object.entries(params).filter(([, v]) => v !== undefined && v !== '')
+  return new URLSearchParams(entries.map(([k, v]) => [k, String(v)])).toString()
 }

@@ -12,8 +12,14 @@ export type ErrorCode =
   | 'unavailable'
   | 'internal'
 
+/** One of several validation problems (e.g. of a workflow graph). */
+export interface Problem {
+  field?: string | null
+  message: string
+}
+
 export interface ErrorBody {
-  error: { code: ErrorCode; message: string; field?: string | null }
+  error: { code: ErrorCode; message: string; field?: string | null; problems?: Problem[] }
 }
 
 export type Role = 'controller' | 'agent' | 'all'
@@ -47,4 +53,134 @@ export interface NodeInfo {
   capacity: number
   usage: NodeUsage
   version?: string
+}
+
+export type TaskState =
+  | 'Queued'
+  | 'Pending'
+  | 'Running'
+  | 'Succeeded'
+  | 'Failed'
+  | 'Timeout'
+  | 'Canceled'
+
+export type Executor = 'embedded' | 'service' | 'os_process'
+
+/** A task run: an item of `GET /v1/tasks`, also the data of SSE `tasks` events. */
+export interface TaskRun {
+  taskId: string
+  name: string
+  executor: Executor
+  state: TaskState
+  targetKind: string
+  targetRef: string
+  payload: unknown
+  result: unknown
+  error: string | null
+  timeoutSec: number
+  maxRetries: number
+  attempt: number
+  labels: Record<string, string>
+  defId: string | null
+  originTaskId: string | null
+  workflowRunId: string | null
+  dagNodeId: string | null
+  scheduledOn: string
+  createdAt: number
+  startedAt: number | null
+  finishedAt: number | null
+}
+
+export interface TaskAttempt {
+  attempt: number
+  state: TaskState
+  error: string | null
+  scheduledOn: string
+  startedAt: number | null
+  finishedAt: number | null
+}
+
+/** `GET /v1/tasks/{id}`. */
+export interface TaskDetail extends TaskRun {
+  attempts: TaskAttempt[]
+}
+
+export interface LogLine {
+  stream: string
+  text: string
+  time: number
+}
+
+/** `GET /v1/tasks/{id}/logs`. */
+export interface TaskLogs {
+  taskId: string
+  state: TaskState
+  lines: LogLine[]
+}
+
+/** `POST /v1/tasks`. */
+export interface NewTask {
+  name: string
+  executor: Executor
+  payload?: unknown
+  timeoutSec?: number
+  maxRetries?: number
+  autoStart?: boolean
+}
+
+/** An item of `GET /v1/workflows`. */
+export interface Workflow {
+  workflowId: string
+  name: string
+  version: number
+  description: string
+  nodes: unknown[]
+  edges: unknown[]
+  createdAt: number
+  updatedAt: number
+}
+
+export type RunState = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Canceled'
+export type NodeState = RunState | 'Timeout' | 'Skipped' | 'UpstreamFailed'
+
+/** A workflow run: an item of `GET /v1/workflow-runs`, also SSE `runs` data. */
+export interface WorkflowRun {
+  runId: string
+  workflowId: string
+  workflowName: string
+  version: number
+  state: RunState
+  trigger: string
+  params: unknown
+  result: unknown
+  error: string | null
+  createdAt: number
+  startedAt: number | null
+  finishedAt: number | null
+}
+
+export interface RunNode {
+  nodeKey: string
+  nodeId: string
+  type: string
+  state: NodeState
+  taskId: string | null
+  attempt: number
+  input: unknown
+  result: unknown
+  error: string | null
+  startedAt: number | null
+  finishedAt: number | null
+}
+
+/** `GET /v1/workflow-runs/{id}`. */
+export interface RunDetail extends WorkflowRun {
+  nodes: RunNode[]
+}
+
+/** SSE `runs` data when one node of a run changed. */
+export interface NodeEvent {
+  runId: string
+  workflowId: string
+  node: RunNode
 }
