@@ -226,9 +226,13 @@ class Subscription:
         self.closed = False
 
     def offer(self, item: Envelope | _Resync) -> None:
-        if self.closed:
-            return
         if isinstance(item, Envelope) and not topic_matches(self.topics, item.event.topic):
+            return
+        self.deliver(item)
+
+    def deliver(self, item: Envelope | _Resync) -> None:
+        """Queue an item already known to match (the bus routes by topic)."""
+        if self.closed:
             return
         if self._queue.qsize() >= self._maxsize:
             self._drop_backlog()
@@ -265,7 +269,7 @@ class Subscription:
 
     def close(self) -> None:
         self.closed = True
-        self._bus._subs.discard(self)
+        self._bus._remove(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -279,6 +283,10 @@ class Bus:
         self._seq = int(clock.now() * 1_000_000)
         self._history: deque[Envelope] = deque(maxlen=history)
         self._subs: set[Subscription] = set()
+        # Routing: subscribers by wanted topic (or topic family, `kv`), and those wanting all,
+        # so a publish touches only the subscribers that want it.
+        self._by_topic: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
         self._waiters: list[tuple[Callable[[Event], bool], asyncio.Future]] = []
         self._queue_size = queue_size
         self.published = 0
@@ -293,8 +301,8 @@ class Bus:
         envelope = Envelope(self._seq, event)
         self._history.append(envelope)
         self.published += 1
-        for sub in tuple(self._subs):
-            sub.offer(envelope)
+        for sub in self._targets(event.topic):
+            sub.deliver(envelope)
         if self._waiters:
             self._notify_waiters(event)
         return self._seq
@@ -319,7 +327,29 @@ class Bus:
         elif since is not None and since > self._seq:
             sub.offer(RESYNC)
         self._subs.add(sub)
+        if wanted is None:
+            self._everything.add(sub)
+        for topic in wanted or ():
+            self._by_topic.setdefault(topic, set()).add(sub)
         return sub
+
+    def _targets(self, topic: str) -> set[Subscription] | tuple[Subscription, ...]:
+        exact = self._by_topic.get(topic)
+        family_name, sep, _ = topic.partition(":")
+        family = self._by_topic.get(family_name) if sep else None
+        if not (self._everything or family):
+            return tuple(exact) if exact else ()
+        return self._everything | (exact or set()) | (family or set())
+
+    def _remove(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        self._everything.discard(sub)
+        for topic in sub.topics or ():
+            subs = self._by_topic.get(topic)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_topic[topic]
 
     def wait_for(self, predicate: Callable[[Event], bool]) -> asyncio.Future:
         """A future resolved with the first event published from now on that matches."""

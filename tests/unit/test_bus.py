@@ -81,3 +81,23 @@ async def test_end_stops_a_consumer():
     bus.publish(changed("a"))
     sub.end()
     assert await sub.get() is END
+
+
+class KvChanged(NodeRemoved, frozen=True):
+    """A stand-in event on a namespaced topic."""
+
+    @property
+    def topic(self) -> str:
+        return f"kv:{self.node_id}"
+
+
+async def test_publish_routes_by_topic_and_family():
+    bus = Bus(FakeClock())
+    family, exact, other, everything = (bus.subscribe(["kv"]), bus.subscribe(["kv:app"]),
+                                        bus.subscribe(["kv:else"]), bus.subscribe())
+    bus.publish(KvChanged("app"))
+    bus.publish(changed("n1"))
+    assert [s.pending() for s in (family, exact, other, everything)] == [1, 1, 0, 2]
+    family.close()
+    bus.publish(KvChanged("app"))
+    assert (family.pending(), exact.pending()) == (1, 2)  # closed: nothing more arrives
