@@ -8,9 +8,15 @@ type Lazy = () => Promise<RouteComponent>
 const BUILT: Partial<Record<PageKey, RouteComponent | Lazy>> = {
   home: HomePage,
   nodes: () => import('./views/NodesPage.vue'),
+  apps: () => import('./views/AppsPage.vue'),
+  deployments: () => import('./views/DeploymentsPage.vue'),
+  instances: () => import('./views/InstancesPage.vue'),
   tasks: () => import('./views/TasksPage.vue'),
   workflows: () => import('./views/WorkflowsPage.vue'),
   runs: () => import('./views/RunsPage.vue'),
+  workers: () => import('./views/WorkersPage.vue'),
+  services: () => import('./views/ServicesPage.vue'),
+  schedules: () => import('./views/SchedulesPage.vue'),
 }
 const PlaceholderPage: Lazy = () => import('./views/PlaceholderPage.vue')
 

@@ -1,17 +1,27 @@
 // REST client: JSON in and out, bearer token, API errors as ApiError.
 import { getToken, requestToken } from './auth'
 import type {
+  App,
+  Deployment,
+  DeploymentDetail,
+  InstanceLogs,
+  NewDeployment,
   ErrorBody,
   ErrorCode,
   NewTask,
+  NewSchedule,
   NodeInfo,
   Problem,
   RunDetail,
+  Schedule,
+  ServiceEndpoint,
+  ServiceSummary,
   SystemInfo,
   TaskDetail,
   TaskLogs,
   TaskRun,
   Workflow,
+  WorkerInfo,
   WorkflowRun,
 } from './types'
 
@@ -69,11 +79,13 @@ function send(method: string, path: string, body: unknown): Promise<Response> {
   const headers: Record<string, string> = { Accept: 'application/json' }
   const token = getToken()
   if (token) headers.Authorization = `Bearer ${token}`
-  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  // FormData (uploads) goes as multipart, with the boundary the browser chooses.
+  const form = body instanceof FormData
+  if (body !== undefined && !form) headers['Content-Type'] = 'application/json'
   return fetch(path, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined ? undefined : form ? body : JSON.stringify(body),
   })
 }
 
@@ -113,6 +125,41 @@ export const api = {
   run: (id: string) => request<RunDetail>('GET', `/v1/workflow-runs/${id}`),
   runAction: (id: string, action: 'cancel' | 'retry') =>
     request<unknown>('POST', `/v1/workflow-runs/${id}?action=${action}`),
+
+  workers: () => request<WorkerInfo[]>('GET', '/v1/workers'),
+  embeddedWorkers: () => request<WorkerInfo[]>('GET', '/v1/embedded-workers'),
+  deleteWorker: (worker: Pick<WorkerInfo, 'workerId' | 'transport'>) =>
+    request<void>(
+      'DELETE',
+      `/v1/${worker.transport === 'grpc' ? 'embedded-workers' : 'workers'}/${encodeURIComponent(worker.workerId)}`,
+    ),
+
+  services: () => request<ServiceSummary[]>('GET', '/v1/services/list'),
+  discovery: (service: string) =>
+    request<ServiceEndpoint[]>('GET', `/v1/discovery?${query({ service, all: 'true' })}`),
+
+  schedules: () => request<Schedule[]>('GET', '/v1/schedules'),
+  createSchedule: (schedule: NewSchedule) => request<Schedule>('POST', '/v1/schedules', schedule),
+  updateSchedule: (id: string, patch: Partial<NewSchedule>) =>
+    request<Schedule>('PATCH', `/v1/schedules/${encodeURIComponent(id)}`, patch),
+  deleteSchedule: (id: string) => request<void>('DELETE', `/v1/schedules/${encodeURIComponent(id)}`),
+
+  apps: () => request<App[]>('GET', '/v1/apps'),
+  uploadApp: (file: File) => {
+    const form = new FormData()
+    form.append('file', file)
+    return request<App>('POST', '/v1/apps/upload', form)
+  },
+  deleteApp: (id: string) => request<void>('DELETE', `/v1/apps/${id}`),
+
+  deployments: () => request<Deployment[]>('GET', '/v1/deployments'),
+  deployment: (id: string) => request<DeploymentDetail>('GET', `/v1/deployments/${id}`),
+  createDeployment: (deployment: NewDeployment) =>
+    request<DeploymentDetail>('POST', '/v1/deployments', deployment),
+  deploymentAction: (id: string, action: 'start' | 'stop') =>
+    request<unknown>('POST', `/v1/deployments/${id}?action=${action}`),
+  deleteDeployment: (id: string) => request<void>('DELETE', `/v1/deployments/${id}`),
+  instanceLogs: (id: string) => request<InstanceLogs>('GET', `/v1/instances/${id}/logs`),
 }
 
 /** `a=1&b=x`, leaving out empty values. */

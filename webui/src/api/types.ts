@@ -178,9 +178,161 @@ export interface RunDetail extends WorkflowRun {
   nodes: RunNode[]
 }
 
+/** An item of `GET /v1/workers` (HTTP) or `GET /v1/embedded-workers` (gRPC); SSE `workers` data. */
+export interface WorkerInfo {
+  workerId: string
+  transport: 'grpc' | 'http'
+  nodeId: string
+  instanceId: string
+  appName: string
+  appVersion: string
+  url: string
+  tasks: string[]
+  labels: Record<string, string>
+  capacity: number
+  inflight: number
+  health: Health | string
+  lastSeen: number
+}
+
+/** An item of `GET /v1/services/list`. */
+export interface ServiceSummary {
+  serviceName: string
+  endpoints: number
+  healthy: number
+  versions: string[]
+  protocols: string[]
+}
+
+/** An item of `GET /v1/discovery`; SSE `services` data. */
+export interface ServiceEndpoint {
+  serviceName: string
+  instanceId: string
+  ip: string
+  port: number
+  protocol: string
+  nodeId: string
+  version: string
+  labels: Record<string, string>
+  healthy: boolean
+  lastSeen: number
+  registeredAt: number
+}
+
+/** An item of `GET /v1/schedules`; SSE `schedules` data. Times are Unix seconds. */
+export interface Schedule {
+  scheduleId: string
+  workflowId: string
+  cron: string
+  timezone: string
+  params: unknown
+  enabled: boolean
+  catchup: boolean
+  nextRunAt: number | null
+  lastRunAt: number | null
+  lastRunId: string | null
+  lastError: string | null
+  createdAt: number
+  updatedAt: number
+}
+
+/** `POST /v1/schedules`. */
+export interface NewSchedule {
+  workflowId: string
+  cron: string
+  timezone?: string
+  params?: unknown
+  enabled?: boolean
+  catchup?: boolean
+}
+
 /** SSE `runs` data when one node of a run changed. */
 export interface NodeEvent {
   runId: string
   workflowId: string
   node: RunNode
+}
+
+/** A `service=<name>:<protocol>:<port>` line of an app's meta.ini. */
+export interface AppService {
+  serviceName: string
+  protocol: string
+  port: number
+  version: string
+}
+
+/** An item of `GET /v1/apps`, also the answer of `POST /v1/apps/upload`. */
+export interface App {
+  artifactId: string
+  name: string
+  version: string
+  kind: 'zip' | 'image' | string
+  url: string
+  sha256: string
+  sizeBytes: number
+  services: AppService[]
+  imageRepository: string
+  imageTag: string
+  createdAt: number
+}
+
+export type DeploymentState = 'Stopped' | 'Running'
+export type InstancePhase = 'Pending' | 'Running' | 'Stopped' | 'Failed' | 'Completed'
+
+export interface DeploymentEntry {
+  artifactUrl?: string
+  artifactId?: string
+  appName?: string
+  appVersion?: string
+  startCmd?: string
+  replicas: Record<string, number>
+}
+
+/** An item of `GET /v1/deployments`, also the data of SSE `deployments` events. */
+export interface Deployment {
+  deploymentId: string
+  name: string
+  state: DeploymentState
+  entries: DeploymentEntry[]
+  labels: Record<string, string>
+  createdAt: number
+  updatedAt: number
+}
+
+/** An instance of a deployment, also the data of SSE `instances` events. */
+export interface Instance {
+  instanceId: string
+  deploymentId: string
+  nodeId: string
+  desired: DeploymentState
+  phase: InstancePhase
+  entry: number
+  restarts: number
+  exitCode: number | null
+  pid: number | null
+  healthy: boolean
+  message: string
+  lastReportAt: number | null
+  replacedBy: string
+  createdAt: number
+}
+
+/** `GET /v1/deployments/{id}`. */
+export interface DeploymentDetail extends Deployment {
+  instances: Instance[]
+}
+
+/** `POST /v1/deployments`. */
+export interface NewDeployment {
+  name: string
+  labels?: Record<string, string>
+  entries: { artifactId: string; startCmd?: string; replicas: Record<string, number> }[]
+}
+
+/** `GET /v1/instances/{id}/logs`. */
+export interface InstanceLogs {
+  instanceId: string
+  nodeId: string
+  text: string
+  truncated: boolean
 }
