@@ -84,6 +84,7 @@ class TaskRun(Model, frozen=True):
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float = 0.0
+    retry_at: float | None = None  # a retry's backoff ends then (kept across restarts)
 
     @property
     def terminal(self) -> bool:
@@ -167,12 +168,20 @@ def start(task: TaskRun, now: float) -> Transition:
     return _begin_attempt(task, 1, now, reason="", error=None)
 
 
-def resume(task: TaskRun, now: float) -> Transition:
-    """After a controller restart: dispatch a Pending task's current attempt again."""
+def _dispatch(task: TaskRun, now: float) -> Transition:
+    """The current attempt goes out now, with its deadline."""
     commands: list[Command] = [Dispatch(task.task_id, task.attempt)]
     if task.timeout_sec > 0:
         commands.append(ArmTimeout(task.task_id, task.attempt, now + task.timeout_sec))
     return Transition(task, None, tuple(commands))
+
+
+def resume(task: TaskRun, now: float) -> Transition:
+    """After a controller restart: a Pending attempt still waiting out a retry's backoff
+    waits the rest of it; any other Pending attempt is dispatched again."""
+    if task.retry_at is not None and task.retry_at > now:
+        return Transition(task, None, (ArmRetry(task.task_id, task.attempt, task.retry_at),))
+    return _dispatch(task, now)
 
 
 def mark_running(task: TaskRun, attempt: int, now: float, node: str = "") -> Transition | None:
@@ -231,7 +240,7 @@ def retry_due(task: TaskRun, attempt: int, now: float) -> Transition | None:
     """The backoff of a retry ran out: dispatch that attempt."""
     if task.attempt != attempt or task.state != TaskState.PENDING:
         return None
-    return resume(msgspec.structs.replace(task, reason=""), now)
+    return _dispatch(msgspec.structs.replace(task, reason="", retry_at=None), now)
 
 
 def _failed(
@@ -243,7 +252,7 @@ def _failed(
                          scheduled_on=task.scheduled_on, finished_at=_ms(now))
         nxt = attempt + 1
         changes: dict[str, Any] = {
-            "attempt": nxt, "error": error, "result": result,
+            "attempt": nxt, "error": error, "result": result, "retry_at": _ms(now + delay),
             "reason": f"retry {attempt} of {task.max_retries} in {delay:g}s after: {error}",
         }
         if task.state != TaskState.PENDING:

@@ -26,7 +26,8 @@ _DEF_COLUMNS = (
 _TASK_COLUMNS = (
     "task_id, name, executor, target_kind, target_ref, state, payload, result, error, reason, "
     "timeout_sec, max_retries, retry_backoff_sec, attempt, labels, def_id, origin_task_id, "
-    "workflow_run_id, dag_node_id, scheduled_on, created_at, started_at, finished_at, updated_at"
+    "workflow_run_id, dag_node_id, scheduled_on, created_at, started_at, finished_at, updated_at, "
+    "retry_at"
 )
 _TASK_PLACEHOLDERS = ", ".join("?" * len(_TASK_COLUMNS.split(",")))
 _TASK_UPDATE = ", ".join(
@@ -59,14 +60,14 @@ def _task_params(t: TaskRun) -> tuple:
         _json(t.payload), _json(t.result), t.error, t.reason, t.timeout_sec, t.max_retries,
         t.retry_backoff_sec, t.attempt, _json(t.labels), t.def_id, t.origin_task_id,
         t.workflow_run_id, t.dag_node_id, t.scheduled_on, t.created_at, t.started_at,
-        t.finished_at, t.updated_at,
+        t.finished_at, t.updated_at, t.retry_at,
     )
 
 
 def _task(row: tuple) -> TaskRun:
     (task_id, name, executor, target_kind, target_ref, state, payload, result, error, reason,
      timeout_sec, max_retries, backoff, attempt, labels, def_id, origin, run_id, node_id,
-     scheduled_on, created_at, started_at, finished_at, updated_at) = row
+     scheduled_on, created_at, started_at, finished_at, updated_at, retry_at) = row
     return TaskRun(
         task_id=task_id, name=name, executor=executor, target_kind=target_kind,
         target_ref=target_ref, state=TaskState(state), payload=_decode(payload),
@@ -75,6 +76,7 @@ def _task(row: tuple) -> TaskRun:
         labels=_decode(labels), def_id=def_id, origin_task_id=origin, workflow_run_id=run_id,
         dag_node_id=node_id, scheduled_on=scheduled_on, created_at=created_at,
         started_at=started_at, finished_at=finished_at, updated_at=updated_at,
+        retry_at=retry_at,
     )
 
 

@@ -208,3 +208,29 @@ async def test_recovery_after_a_crash(tmp_path):
         await wait(running)
     finally:
         await second.stop()
+
+
+async def test_a_retry_backoff_survives_a_restart(tmp_path):
+    clock = FakeClock()
+    now = clock.now()
+    first = await Harness(tmp_path, clock).start()
+    task = await first.submit("builtin.fail", max_retries=1, retry_backoff_sec=100)
+    waiting = first.bus.wait_for(lambda e: isinstance(e, TaskChanged)
+                                 and e.task.task_id == task.task_id and e.task.attempt == 2)
+    await wait(waiting)
+    await first.stop()
+
+    second = Harness(tmp_path, clock)
+    await second.start()
+    try:
+        stored = await second.store.get_task(task.task_id)
+        assert (stored.state, stored.attempt, stored.retry_at) == (S.PENDING, 2, 100 + now)
+        failed = second.reaches(task.task_id, S.FAILED)
+        clock.advance(50)  # half the backoff
+        clock.advance(50)  # all of it
+        assert (await wait(failed)).task.attempt == 2
+        # attempt 2 went out when the backoff ended, not at the restart
+        second_attempt = (await second.store.list_attempts(task.task_id))[1]
+        assert second_attempt.started_at >= stored.retry_at
+    finally:
+        await second.stop()

@@ -132,3 +132,15 @@ def test_lost_executor_retries_or_fails():
     assert retried.task.state == S.PENDING and retried.attempt.error == "controller restarted"
     failed = lc.lost(running(), 101.0, "controller restarted")
     assert failed.task.state == S.FAILED and failed.task.error == "controller restarted"
+
+
+def test_a_restart_waits_out_the_rest_of_a_retry_backoff():
+    retried = lc.finish(running(max_retries=1, retry_backoff_sec=30.0), 1, False, None, "x",
+                        100.0).task
+    assert retried.retry_at == 130.0
+    waiting = lc.resume(retried, 110.0)  # restarted 10 s into the 30 s backoff
+    assert waiting.commands == (ArmRetry("t", 2, 130.0),)
+    overdue = lc.resume(retried, 140.0)  # restarted after the backoff ended
+    assert overdue.commands[0] == Dispatch("t", 2)
+    dispatched = lc.retry_due(retried, 2, 130.0)
+    assert dispatched.task.retry_at is None and dispatched.commands[0] == Dispatch("t", 2)

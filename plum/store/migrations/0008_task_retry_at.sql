@@ -1,0 +1,2 @@
+-- When a retry's backoff ends, so that a restart waits out the rest of it.
+ALTER TABLE tasks ADD COLUMN retry_at REAL;
