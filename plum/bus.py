@@ -51,6 +51,13 @@ class NodeChanged(Event, frozen=True):
         return self.node
 
 
+class Removed(Event, frozen=True, rename="camel"):
+    """Something was deleted: SSE sends its id fields (camelCase) with `deleted: true`."""
+
+    def data(self) -> Any:
+        return {**msgspec.to_builtins(self), "deleted": True}
+
+
 class TaskChanged(Event, frozen=True):
     TOPIC: ClassVar[str] = "tasks"
     task: TaskRun
@@ -59,12 +66,9 @@ class TaskChanged(Event, frozen=True):
         return self.task
 
 
-class TaskRemoved(Event, frozen=True):
+class TaskRemoved(Removed, frozen=True):
     TOPIC: ClassVar[str] = "tasks"
     task_id: str
-
-    def data(self) -> Any:
-        return {"taskId": self.task_id, "deleted": True}
 
 
 class RunUpdated(Event, frozen=True):
@@ -89,12 +93,9 @@ class RunNodeChanged(Event, frozen=True):
         return {"runId": self.run_id, "workflowId": self.workflow_id, "node": self.node}
 
 
-class NodeRemoved(Event, frozen=True):
+class NodeRemoved(Removed, frozen=True):
     TOPIC: ClassVar[str] = "nodes"
     node_id: str
-
-    def data(self) -> Any:
-        return {"nodeId": self.node_id, "deleted": True}
 
 
 class ServiceChanged(Event, frozen=True):
@@ -120,12 +121,9 @@ class ScheduleChanged(Event, frozen=True):
         return self.schedule
 
 
-class ScheduleRemoved(Event, frozen=True):
+class ScheduleRemoved(Removed, frozen=True):
     TOPIC: ClassVar[str] = "schedules"
     schedule_id: str
-
-    def data(self) -> Any:
-        return {"scheduleId": self.schedule_id, "deleted": True}
 
 
 class DeploymentChanged(Event, frozen=True):
@@ -138,12 +136,9 @@ class DeploymentChanged(Event, frozen=True):
         return self.deployment
 
 
-class DeploymentRemoved(Event, frozen=True):
+class DeploymentRemoved(Removed, frozen=True):
     TOPIC: ClassVar[str] = "deployments"
     deployment_id: str
-
-    def data(self) -> Any:
-        return {"deploymentId": self.deployment_id, "deleted": True}
 
 
 class InstanceChanged(Event, frozen=True):
@@ -158,15 +153,11 @@ class InstanceChanged(Event, frozen=True):
         return self.instance
 
 
-class InstanceRemoved(Event, frozen=True):
+class InstanceRemoved(Removed, frozen=True):
     TOPIC: ClassVar[str] = "instances"
     instance_id: str
     deployment_id: str
     node_id: str
-
-    def data(self) -> Any:
-        return {"instanceId": self.instance_id, "deploymentId": self.deployment_id,
-                "nodeId": self.node_id, "deleted": True}
 
 
 class WorkerChanged(Event, frozen=True):
@@ -179,12 +170,9 @@ class WorkerChanged(Event, frozen=True):
         return self.worker
 
 
-class WorkerRemoved(Event, frozen=True):
+class WorkerRemoved(Removed, frozen=True):
     TOPIC: ClassVar[str] = "workers"
     worker_id: str
-
-    def data(self) -> Any:
-        return {"workerId": self.worker_id, "deleted": True}
 
 
 @dataclass(frozen=True, slots=True)
