@@ -17,6 +17,7 @@ from plum.api.http import (
     no_content,
     paging,
     parse_body,
+    query_flag,
 )
 from plum.discovery.balancer import Strategy
 from plum.discovery.model import (
@@ -61,19 +62,13 @@ def _enum(request: web.Request, name: str, enum: type[E]) -> E | None:
         raise BadRequest(f"{name}: expected one of {allowed}, got {raw!r}", field=name) from None
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "").lower()
-    if raw not in {"", "true", "false", "1", "0"}:
-        raise BadRequest(f"{name}: expected true or false, got {raw!r}", field=name)
-    return raw in {"true", "1"}
-
 
 def _query(request: web.Request) -> DiscoveryQuery:
     return DiscoveryQuery(
         service=_required(request, "service"),
         version=request.query.get("version") or None,
         protocol=_enum(request, "protocol", ServiceProtocol),
-        include_all=_flag(request, "all"),
+        include_all=query_flag(request, "all"),
     )
 
 

@@ -129,6 +129,14 @@ def query_int(request: web.Request, name: str, default: int, *, lo: int, hi: int
     return value
 
 
+def query_flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter: true/1 or false/0 (absent: false); anything else is 400."""
+    raw = request.query.get(name, "").lower()
+    if raw not in ("", "true", "false", "1", "0"):
+        raise BadRequest(f"{name}: expected true or false, got {raw!r}", field=name)
+    return raw in ("true", "1")
+
+
 def paging(request: web.Request) -> tuple[int, int]:
     limit = query_int(request, "limit", DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT)
     offset = query_int(request, "offset", 0, lo=0, hi=2**62)

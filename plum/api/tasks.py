@@ -15,6 +15,7 @@ from plum.api.http import (
     no_content,
     paging,
     parse_body,
+    query_flag,
 )
 from plum.api.stream import open_sse, sse_frame, stream_topics
 from plum.engine.tasks import TERMINAL, TaskDef, TaskFilter, TaskRun, TaskState
@@ -26,12 +27,6 @@ routes = RouteTable("tasks")
 
 ACTION = (QueryParam("action", "start | cancel | rerun", required=True),)
 
-
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw not in ("true", "false", "1", "0", ""):
-        raise BadRequest(f"{name}: expected true or false, got {raw!r}", field=name)
-    return raw in ("true", "1")
 
 
 # -- task definitions
@@ -58,7 +53,7 @@ async def get_def(request: web.Request) -> web.Response:
               status=204, query=(QueryParam("force", "delete even while runs reference it"),))
 async def delete_def(request: web.Request) -> web.Response:
     await services(request).tasks.delete_def(request.match_info["defId"],
-                                             force=_flag(request, "force"))
+                                             force=query_flag(request, "force"))
     return no_content()
 
 
@@ -153,7 +148,7 @@ async def task_logs(request: web.Request) -> web.StreamResponse:
     task_id = request.match_info["taskId"]
     svc = services(request)
     view = await svc.tasks.task_logs(task_id)
-    if not _flag(request, "follow"):
+    if not query_flag(request, "follow"):
         return json_response(view)
     return await _follow(request, task_id, view)
 

@@ -16,6 +16,7 @@ from plum.api.http import (
     no_content,
     paging,
     parse_body,
+    query_flag,
 )
 from plum.engine.machine import WorkflowRun
 from plum.errors import BadRequest
@@ -43,9 +44,6 @@ async def _raw_body(request: web.Request):
 def _views(page: Page) -> web.Response:
     return list_response(Page([WorkflowView.of(w) for w in page.items], page.total))
 
-
-def _force(request: web.Request) -> bool:
-    return request.query.get("force", "").lower() in ("1", "true")
 
 
 @routes.route("GET", "/v1/workflows", summary="List workflows", response=list[WorkflowView],
@@ -81,7 +79,7 @@ async def update_workflow(request: web.Request) -> web.Response:
               query=(QueryParam("force", "delete even while runs are active"),))
 async def delete_workflow(request: web.Request) -> web.Response:
     await services(request).workflows.delete(request.match_info["workflowId"],
-                                             force=_force(request))
+                                             force=query_flag(request, "force"))
     return no_content()
 
 
